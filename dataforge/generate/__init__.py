@@ -1,0 +1,1 @@
+"""Generation: seeds, textbooks and chain-of-thought from a teacher model."""

@@ -1,0 +1,140 @@
+"""The sample record: its Arrow schema, its content-hash id, and how it renders to training text.
+
+Every stage reads and writes tables that start with :data:`SAMPLE_SCHEMA`. Stages append
+columns with their own prefix (``heur_*``, ``dedup_*``, ...); a dropped row additionally
+carries ``drop_stage`` and ``drop_reason`` (see :data:`DROP_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+KINDS = ("textbook", "cot", "instruction", "document")
+
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("messages", pa.list_(MESSAGE_TYPE)),
+        # provenance
+        pa.field("teacher_model", pa.string()),
+        pa.field("template", pa.string()),
+        pa.field("topic", pa.string()),
+        pa.field("audience", pa.string()),
+        pa.field("style", pa.string()),
+        pa.field("seed_id", pa.string()),
+        pa.field("sample_index", pa.int32()),
+        pa.field("gen_params", pa.string()),  # JSON of the generation parameters
+        pa.field("request_hash", pa.string()),  # key of the teacher request cache
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("run_id", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        # chain of thought
+        pa.field("question", pa.string()),
+        pa.field("rationale", pa.string()),
+        pa.field("answer", pa.string()),
+        pa.field("gold_answer", pa.string()),
+        pa.field("answer_correct", pa.bool_()),
+        pa.field("votes", pa.int32()),
+        pa.field("agreement", pa.float32()),
+    ],
+    metadata={"dataforge.schema_version": str(SCHEMA_VERSION)},
+)
+
+DROP_FIELDS = [pa.field("drop_stage", pa.string()), pa.field("drop_reason", pa.string())]
+
+CORE_COLUMNS = tuple(SAMPLE_SCHEMA.names)
+
+
+def content_id(kind: str, text: str, messages: Sequence[Mapping[str, str]] | None = None) -> str:
+    """Stable id of a sample: sha256 over its kind, text and messages, first 16 bytes in hex.
+
+    Identical content always gets the same id, whatever run or stage produced it, so ids can
+    be compared across runs (exact duplicates share an id).
+    """
+    h = hashlib.sha256()
+    h.update(kind.encode())
+    h.update(b"\x00")
+    h.update(text.encode())
+    if messages:
+        h.update(b"\x00")
+        h.update(json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False).encode())
+    return h.hexdigest()[:32]
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_sample(kind: str, text: str, messages: Sequence[Mapping[str, str]] | None = None, **fields: Any) -> dict:
+    """Build one record dict with its id; unknown field names are refused."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    unknown = set(fields) - set(CORE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown record fields: {sorted(unknown)}")
+    row = {name: None for name in CORE_COLUMNS}
+    row.update(fields)
+    row["kind"] = kind
+    row["text"] = text
+    row["messages"] = [dict(role=m["role"], content=m["content"]) for m in messages] if messages else None
+    row["id"] = content_id(kind, text, messages)
+    if row["created_at"] is None:
+        row["created_at"] = now_utc()
+    if isinstance(row.get("gen_params"), Mapping):
+        row["gen_params"] = json.dumps(row["gen_params"], sort_keys=True)
+    return row
+
+
+def samples_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts with the core columns) to a table of exactly :data:`SAMPLE_SCHEMA`."""
+    rows = list(rows)
+    return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
+
+def empty_samples() -> pa.Table:
+    return SAMPLE_SCHEMA.empty_table()
+
+
+def with_drop(table: pa.Table, stage: str, reasons: Sequence[str] | pa.Array) -> pa.Table:
+    """Mark every row of ``table`` as dropped by ``stage`` with its reason."""
+    n = table.num_rows
+    reasons_arr = reasons if isinstance(reasons, pa.Array) else pa.array(list(reasons), pa.string())
+    if len(reasons_arr) != n:
+        raise ValueError(f"{len(reasons_arr)} reasons for {n} rows")
+    for name in ("drop_stage", "drop_reason"):
+        if name in table.column_names:
+            table = table.drop_columns([name])
+    table = table.append_column(DROP_FIELDS[0], pa.array([stage] * n, pa.string()))
+    return table.append_column(DROP_FIELDS[1], reasons_arr.cast(pa.string()))
+
+
+def check_sample_table(table: pa.Table) -> None:
+    """Raise ValueError naming the first core column that is missing or of the wrong type."""
+    for field in SAMPLE_SCHEMA:
+        if field.name not in table.column_names:
+            raise ValueError(f"missing core column {field.name!r}")
+        actual = table.schema.field(field.name).type
+        if actual != field.type:
+            raise ValueError(f"column {field.name!r} is {actual}, expected {field.type}")
+
+
+def render_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The chat rendering of a sample: its ``messages`` when present, else the text as a
+    single assistant turn preceded by nothing (a pretraining document)."""
+    if row.get("messages"):
+        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    return [{"role": "assistant", "content": row["text"]}]

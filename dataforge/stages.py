@@ -1,0 +1,350 @@
+"""Stage runners: each reads the shards of the stage before it and writes its own.
+
+These are plain functions of a :class:`~dataforge.store.Run` and a config, with no Prefect in
+sight; ``flows/`` decides how many run at once and where. A runner returns a
+:class:`StageResult`; the caller records it in ``run.json``. Each runner writes kept rows to
+``<run>/<stage>/`` and dropped rows to ``<run>/rejected/<stage>/`` and commits with a manifest
+that records the fingerprint of its inputs and the hash of its config, so a committed stage is
+skipped on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataforge.config import PipelineConfig
+from dataforge.curate.dedup import apply_dedup
+from dataforge.curate.heuristics import apply_heuristics
+from dataforge.generate.cot import generate_cot, verdict
+from dataforge.generate.seeds import load_gsm8k_jsonl, write_quarantine
+from dataforge.generate.textbooks import generate_textbooks, plan_textbooks
+from dataforge.progress import progress_bar
+from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA, samples_to_table, with_drop
+from dataforge.store import FileEntry, Run, ShardWriter, StageStatus, input_fingerprint, manifest_files
+from dataforge.teacher import RequestCache, TeacherClient, TeacherStats
+
+log = logging.getLogger("dataforge.stages")
+
+GENERATION_STAGES = ("textbooks", "cot")
+CURATION_STAGES = ("heuristics", "dedup")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    rows_in: int = 0
+    rows_kept: int = 0
+    rows_dropped: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+    teacher: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def rejected_schema(schema: pa.Schema) -> pa.Schema:
+    for f in DROP_FIELDS:
+        if f.name not in schema.names:
+            schema = schema.append(f)
+    return schema
+
+
+class StageIO:
+    """Writers and the commit for one stage of one run."""
+
+    def __init__(self, run: Run, cfg: PipelineConfig, stage: str, inputs: Sequence[str], config_sections: Sequence[str]):
+        self.run, self.cfg, self.stage = run, cfg, stage
+        self.inputs = list(inputs)
+        self.fingerprint = input_fingerprint(run.committed(s) for s in self.inputs) if self.inputs else "none"
+        self.config_hash = cfg.stage_hash(*config_sections)
+
+    def done(self) -> bool:
+        return self.run.is_done(self.stage, self.fingerprint, self.config_hash)
+
+    def previous_result(self) -> StageResult:
+        kept = self.run.committed(self.stage) or {"rows": 0}
+        rej = self.run.committed_rejected(self.stage) or {"rows": 0}
+        return StageResult(self.stage, rows_in=kept["rows"] + rej["rows"], rows_kept=kept["rows"],
+                           rows_dropped=rej["rows"], skipped=True)
+
+    def begin(self) -> None:
+        self.run.begin_stage(self.stage)
+
+    def writers(self, shard: int, schema: pa.Schema) -> tuple[ShardWriter, ShardWriter]:
+        prefix = f"part-{shard:05d}"
+        kept = ShardWriter(self.run.stage_dir(self.stage), prefix=prefix, max_rows=self.cfg.shard_rows, schema=schema)
+        rej = ShardWriter(self.run.rejected_dir(self.stage), prefix=prefix, max_rows=self.cfg.shard_rows,
+                          schema=rejected_schema(schema))
+        return kept, rej
+
+    def write_shard(self, shard: int, kept: pa.Table, rejected: pa.Table) -> tuple[list[FileEntry], list[FileEntry]]:
+        kw, rw = self.writers(shard, kept.schema)
+        kw.write(kept)
+        rw.write(rejected)
+        return kw.close(), rw.close()
+
+    def commit(self, kept: Sequence[FileEntry], rejected: Sequence[FileEntry], schema: pa.Schema, extra: dict | None = None) -> None:
+        self.run.commit_stage(self.stage, kept, rejected, schema, rejected_schema(schema),
+                              fingerprint=self.fingerprint, config_hash=self.config_hash, extra=extra)
+
+
+# --- generation ----------------------------------------------------------------------------
+
+def _drop_table(rows: list[dict], stage: str) -> pa.Table:
+    reasons = [r.pop("drop_reason") for r in rows]
+    return with_drop(samples_to_table(rows), stage, reasons)
+
+
+def _generation_io(run: Run, cfg: PipelineConfig, stage: str) -> StageIO:
+    return StageIO(run, cfg, stage, [], [stage, "seed"])
+
+
+def generation_pending(run: Run, cfg: PipelineConfig) -> bool:
+    """Whether any enabled generation stage still has to ask the teacher."""
+    return any(getattr(cfg, s).enabled and not _generation_io(run, cfg, s).done() for s in GENERATION_STAGES)
+
+
+def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None) -> tuple[TeacherClient, RequestCache]:
+    cache = RequestCache(run.cache_dir / "teacher.sqlite")
+    return TeacherClient(cfg.teacher, cache, base_url=base_url), cache
+
+
+def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> StageResult:
+    io = _generation_io(run, cfg, "textbooks")
+    if io.done():
+        return io.previous_result()
+    t0 = time.perf_counter()
+    io.begin()
+    cells = plan_textbooks(cfg.textbooks, cfg.seed)
+
+    async def go() -> tuple[list[dict], list[dict], TeacherStats]:
+        client, cache = _teacher_client(cfg, run, base_url)
+        try:
+            with progress_bar("textbooks", len(cells)) as advance:
+                rows, failures = await generate_textbooks(client, cells, cfg.textbooks, run_id=run.run_id,
+                                                          seed=cfg.seed, on_done=advance)
+            return rows, failures, client.stats
+        finally:
+            await client.aclose()
+            cache.close()
+
+    rows, failures, stats = asyncio.run(go())
+    empty = [r for r in rows if not r["text"]]
+    for r in empty:
+        r["drop_reason"] = "empty_completion"
+    rows = [r for r in rows if r["text"]]
+    kept_e, rej_e = io.write_shard(0, samples_to_table(rows), _drop_table(failures + empty, "textbooks"))
+    io.commit(kept_e, rej_e, SAMPLE_SCHEMA)
+    return StageResult("textbooks", rows_in=len(cells), rows_kept=len(rows), rows_dropped=len(failures) + len(empty),
+                       seconds=time.perf_counter() - t0, teacher=stats.as_dict())
+
+
+def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> StageResult:
+    io = _generation_io(run, cfg, "cot")
+    if io.done():
+        return io.previous_result()
+    t0 = time.perf_counter()
+    io.begin()
+    seeds_path = cfg.resolve_path(cfg.cot.seeds)
+    seeds, bad = load_gsm8k_jsonl(seeds_path, cfg.cot.question_field, cfg.cot.answer_field)
+    quarantine = run.quarantine_dir() / "cot_seeds.jsonl"
+    quarantine.unlink(missing_ok=True)
+    write_quarantine(quarantine, bad)
+    if cfg.cot.max_questions:
+        seeds = seeds[: cfg.cot.max_questions]
+    total = len(seeds) * cfg.cot.samples_per_question
+
+    async def go() -> tuple[list[dict], list[dict], TeacherStats]:
+        client, cache = _teacher_client(cfg, run, base_url)
+        try:
+            with progress_bar("chain of thought", total) as advance:
+                rows, failures = await generate_cot(client, seeds, cfg.cot, run_id=run.run_id, seed=cfg.seed,
+                                                    on_done=advance)
+            return rows, failures, client.stats
+        finally:
+            await client.aclose()
+            cache.close()
+
+    rows, failures, stats = asyncio.run(go())
+    kept, dropped = [], []
+    for r in rows:
+        reason = verdict(r, cfg.cot.keep)
+        if reason is None:
+            kept.append(r)
+        else:
+            r["drop_reason"] = reason
+            dropped.append(r)
+    kept_e, rej_e = io.write_shard(0, samples_to_table(kept), _drop_table(failures + dropped, "cot"))
+    extra = {"seeds": len(seeds), "quarantined_seeds": len(bad),
+             "quarantine_file": str(quarantine) if bad else None,
+             "verified": sum(1 for r in rows if r["answer_correct"])}
+    io.commit(kept_e, rej_e, SAMPLE_SCHEMA, extra=extra)
+    return StageResult("cot", rows_in=total, rows_kept=len(kept), rows_dropped=len(failures) + len(dropped),
+                       seconds=time.perf_counter() - t0, teacher=stats.as_dict(), extra=extra)
+
+
+# --- curation ------------------------------------------------------------------------------
+
+def enabled_generation(cfg: PipelineConfig) -> list[str]:
+    return [s for s in GENERATION_STAGES if getattr(cfg, s).enabled]
+
+
+def heuristics_io(run: Run, cfg: PipelineConfig) -> StageIO:
+    return StageIO(run, cfg, "heuristics", enabled_generation(cfg), ["heuristics"])
+
+
+def heuristics_inputs(run: Run, cfg: PipelineConfig) -> list[Path]:
+    """The shards the heuristics stage reads: every committed generation shard."""
+    return [p for s in enabled_generation(cfg) for p in manifest_files(run.stage_dir(s))]
+
+
+def run_heuristics_shard(run: Run, cfg: PipelineConfig, shard: int, path: Path) -> tuple[list[dict], list[dict], int]:
+    """Filter one input shard; returns its file entries (not yet committed) and its row count."""
+    io = heuristics_io(run, cfg)
+    table = pq.read_table(path)
+    kept, rejected = apply_heuristics(table, cfg.heuristics)
+    ke, re_ = io.write_shard(shard, kept, rejected)
+    return [e.as_dict() for e in ke], [e.as_dict() for e in re_], table.num_rows
+
+
+def commit_sharded(io: StageIO, shard_results: Sequence[tuple[list[dict], list[dict], int]], t0: float) -> StageResult:
+    kept = [FileEntry(**e) for k, _, _ in shard_results for e in k]
+    rej = [FileEntry(**e) for _, r, _ in shard_results for e in r]
+    schema = pq.read_schema(io.run.stage_dir(io.stage) / kept[0].name) if kept else _empty_output_schema(io)
+    io.commit(kept, rej, schema)
+    return StageResult(io.stage, rows_in=sum(n for _, _, n in shard_results), rows_kept=sum(e.rows for e in kept),
+                       rows_dropped=sum(e.rows for e in rej), seconds=time.perf_counter() - t0)
+
+
+def _empty_output_schema(io: StageIO) -> pa.Schema:
+    if io.stage == "heuristics":
+        kept, _ = apply_heuristics(SAMPLE_SCHEMA.empty_table(), io.cfg.heuristics)
+        return kept.schema
+    return SAMPLE_SCHEMA
+
+
+def run_heuristics(run: Run, cfg: PipelineConfig, map_shards: Callable | None = None) -> StageResult:
+    """The whole heuristics stage; ``map_shards(fn, items)`` lets a caller fan shards out."""
+    io = heuristics_io(run, cfg)
+    if io.done():
+        return io.previous_result()
+    t0 = time.perf_counter()
+    io.begin()
+    items = list(enumerate(heuristics_inputs(run, cfg)))
+    mapper = map_shards or (lambda fn, xs: [fn(*x) for x in xs])
+    results = mapper(lambda shard, path: run_heuristics_shard(run, cfg, shard, path), items)
+    return commit_sharded(io, results, t0)
+
+
+def dedup_io(run: Run, cfg: PipelineConfig) -> StageIO:
+    return StageIO(run, cfg, "dedup", ["heuristics"], ["dedup"])
+
+
+def run_dedup(run: Run, cfg: PipelineConfig) -> StageResult:
+    io = dedup_io(run, cfg)
+    if io.done():
+        return io.previous_result()
+    t0 = time.perf_counter()
+    io.begin()
+    table = run.read("heuristics")
+    kept, rejected = apply_dedup(table, cfg.dedup)
+    ke, re_ = io.write_shard(0, kept, rejected)
+    io.commit(ke, re_, kept.schema)
+    return StageResult("dedup", rows_in=table.num_rows, rows_kept=kept.num_rows, rows_dropped=rejected.num_rows,
+                       seconds=time.perf_counter() - t0)
+
+
+def final_stage(cfg: PipelineConfig) -> str:
+    """The stage whose kept rows are the run's output."""
+    return CURATION_STAGES[-1]
+
+
+def run_export(run: Run, cfg: PipelineConfig) -> StageResult:
+    """Export the final stage's rows; redone whenever its input or the export config changed."""
+    from dataforge.export import export_run
+    from dataforge.store import read_manifest
+
+    t0 = time.perf_counter()
+    source = final_stage(cfg)
+    fp = input_fingerprint([run.committed(source)])
+    out = run.export_dir(cfg.export.name)
+    m = read_manifest(out)
+    if m and m.get("input_fingerprint") == fp and m.get("formats") == list(cfg.export.formats):
+        return StageResult("export", rows_in=m["rows"], rows_kept=m["rows"], skipped=True)
+    _, manifest = export_run(run, source, cfg.export.name, cfg.export.formats,
+                             extra={"input_fingerprint": fp, "formats": list(cfg.export.formats)})
+    rows = manifest["rows"]
+    return StageResult("export", rows_in=rows, rows_kept=rows, seconds=time.perf_counter() - t0,
+                       extra={"path": str(out), "counts": manifest.get("counts", {})})
+
+
+def sum_teacher(results: Sequence[StageResult]) -> dict:
+    total = TeacherStats()
+    for r in results:
+        if r.teacher:
+            total.merge(TeacherStats(**r.teacher))
+    return total.as_dict()
+
+
+# --- run bookkeeping -----------------------------------------------------------------------
+
+def open_run(cfg: PipelineConfig, run_id: str | None = None) -> Run:
+    """Create a run (or reopen ``run_id`` to resume it) and write its ``run.json``."""
+    from dataforge.store import RunRecord, new_run_id, package_versions
+    from dataforge.records import now_utc
+
+    run = Run(cfg.data_root, run_id or new_run_id(cfg.name))
+    if run.exists():
+        rec = run.load_record()
+        rec.status = "running"
+        rec.error = None
+        rec.config = cfg.snapshot()
+        rec.versions = package_versions()
+    else:
+        rec = RunRecord(run_id=run.run_id, name=cfg.name, created_at=now_utc().isoformat(),
+                        config=cfg.snapshot(), versions=package_versions())
+    for s in (*enabled_generation(cfg), *CURATION_STAGES, "export"):
+        rec.stages.setdefault(s, StageStatus())
+    run.save_record(rec)
+    return run
+
+
+def record_result(run: Run, result: StageResult) -> None:
+    rec = run.load_record()
+    st = rec.stages.setdefault(result.stage, StageStatus())
+    st.status = "skipped" if result.skipped else "completed"
+    st.rows_in, st.rows_kept, st.rows_dropped = result.rows_in, result.rows_kept, result.rows_dropped
+    if not result.skipped:
+        st.seconds = round(result.seconds, 3)
+        st.teacher = result.teacher
+        st.finished_at = datetime.now(timezone.utc).isoformat()
+    if result.extra:
+        st.extra = result.extra
+    run.save_record(rec)
+
+
+def record_failure(run: Run, stage: str | None, error: BaseException) -> None:
+    rec = run.load_record()
+    msg = f"{type(error).__name__}: {error}"
+    if stage:
+        rec.stages.setdefault(stage, StageStatus()).status = "failed"
+        rec.stages[stage].error = msg
+    rec.status = "failed"
+    rec.error = msg
+    run.save_record(rec)
+
+
+def finish_run(run: Run, results: Sequence[StageResult], seconds: float) -> None:
+    rec = run.load_record()
+    rec.status = "completed"
+    rec.seconds = round(seconds, 3)
+    rec.teacher = sum_teacher(results)
+    run.save_record(rec)

@@ -1,0 +1,111 @@
+"""DuckDB over a run's shards: base relations from the manifests, then ``warehouse/views.sql``.
+
+Only files listed in committed manifests are read, so an interrupted stage never shows up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA
+from dataforge.store import MANIFEST, Run, read_manifest
+
+WAREHOUSE_DIR = Path(__file__).resolve().parents[1] / "warehouse"
+
+STAGE_ORDER = ["textbooks", "cot", "heuristics", "dedup", "export"]
+
+
+def committed_dirs(run: Run, rejected: bool) -> list[Path]:
+    base = run.dir / "rejected" if rejected else run.dir
+    if not base.exists():
+        return []
+    skip = {"rejected", "export", "quarantine"}
+    return sorted(d for d in base.iterdir() if d.is_dir() and d.name not in skip and (d / MANIFEST).exists())
+
+
+def _files(dirs: list[Path]) -> list[str]:
+    out = []
+    for d in dirs:
+        m = read_manifest(d)
+        assert m is not None
+        out += [str(d / f["name"]) for f in m["files"]]
+    return out
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _register_rows(con: duckdb.DuckDBPyConnection, name: str, files: list[str], empty_schema: pa.Schema) -> None:
+    if files:
+        con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS SELECT regexp_extract(filename, '([^/]+)/[^/]+$', 1) AS stage, * "
+            f"EXCLUDE (filename) FROM read_parquet({_sql_list(files)}, union_by_name = true, filename = true)")
+    else:
+        empty = empty_schema.empty_table()
+        con.register(f"_{name}_empty", empty)
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT NULL::VARCHAR AS stage, * FROM _{name}_empty")
+
+
+def _stages_table(run: Run) -> pa.Table:
+    rec = run.load_record()
+    names = list(rec.stages)
+    names.sort(key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    curation = [s for s in names if s in ("heuristics", "dedup")]
+    final = curation[-1] if curation else None
+    rows = []
+    for i, s in enumerate(names):
+        st = rec.stages[s]
+        t = st.teacher or {}
+        rows.append({"position": i, "stage": s, "status": st.status, "rows_in": st.rows_in,
+                     "rows_kept": st.rows_kept, "rows_dropped": st.rows_dropped, "seconds": st.seconds,
+                     "teacher_requests": t.get("requests_sent"), "teacher_cache_hits": t.get("cache_hits"),
+                     "is_final": s == final})
+    schema = pa.schema([("position", pa.int32()), ("stage", pa.string()), ("status", pa.string()),
+                        ("rows_in", pa.int64()), ("rows_kept", pa.int64()), ("rows_dropped", pa.int64()),
+                        ("seconds", pa.float64()), ("teacher_requests", pa.int64()),
+                        ("teacher_cache_hits", pa.int64()), ("is_final", pa.bool_())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def connect(run: Run, views_sql: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the run's views defined."""
+    con = duckdb.connect()
+    _register_rows(con, "kept_rows", _files(committed_dirs(run, rejected=False)), SAMPLE_SCHEMA)
+    rejected_schema = pa.schema(list(SAMPLE_SCHEMA) + DROP_FIELDS)
+    _register_rows(con, "rejected_rows", _files(committed_dirs(run, rejected=True)), rejected_schema)
+    con.register("_stages", _stages_table(run))
+    con.execute("CREATE OR REPLACE TABLE stages AS SELECT * FROM _stages")
+    con.unregister("_stages")
+    con.execute((views_sql or WAREHOUSE_DIR / "views.sql").read_text())
+    return con
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """Run one query and return its rows as an Arrow table (an empty table for statements
+    that return nothing). DuckDB 2 renamed ``arrow()``/``fetch_arrow_table()``."""
+    rel = con.sql(sql)
+    if rel is None:
+        return pa.table({})
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+    result = fetch()
+    return result if isinstance(result, pa.Table) else result.read_all()
+
+
+def report_queries() -> dict[str, str]:
+    """Named reports shipped in ``warehouse/reports/*.sql`` (title from the first comment)."""
+    out = {}
+    for p in sorted((WAREHOUSE_DIR / "reports").glob("*.sql")):
+        out[p.stem] = p.read_text()
+    return out
+
+
+def query(run: Run, sql: str) -> pa.Table:
+    con = connect(run)
+    try:
+        return fetch_arrow(con, sql)
+    finally:
+        con.close()

@@ -1,0 +1,1 @@
+"""Prefect flows over the dataforge library (the library itself never imports Prefect)."""
