@@ -15,6 +15,7 @@ from dataforge.config import CotConfig
 from dataforge.generate.answers import answers_match, extract_final_answer
 from dataforge.generate.seeds import Seed
 from dataforge.records import make_sample
+from dataforge.teacher.client import answered_at
 from dataforge.teacher import TeacherClient, TeacherError
 
 TEMPLATE = "cot_fewshot_v1"
@@ -75,7 +76,7 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
         text = f"Question: {s.question}\nAnswer: {rationale}"
         row = make_sample("cot", text, chat, **common, rationale=rationale, answer=answer,
                           answer_correct=answers_match(answer, s.gold_answer) if s.gold_answer else None,
-                          request_hash=c.request_hash, finish_reason=c.finish_reason,
+                          request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
         return row, None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from dataforge.config import TextbookConfig
 from dataforge.records import make_sample
+from dataforge.teacher.client import answered_at
 from dataforge.teacher import TeacherClient, TeacherError
 
 TEMPLATE = "textbook_v1"
@@ -65,7 +66,7 @@ async def generate_textbooks(client: TeacherClient, cells: list[TextbookCell], c
                 on_done()
         text = c.text.strip()
         row = make_sample("textbook", text, messages + [{"role": "assistant", "content": text}], **common,
-                          request_hash=c.request_hash, finish_reason=c.finish_reason,
+                          request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
         return row, None
 

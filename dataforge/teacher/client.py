@@ -17,6 +17,7 @@ Design notes:
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 import email.utils
 import logging
 import math
@@ -133,6 +134,9 @@ class Completion:
     request_hash: str
     cached: bool
     sample_index: int
+    # when the teacher answered (the response's unix ``created``); replayed from the cache, so a
+    # re-run reproduces the same timestamps (and so the same "oldest wins" dedup decisions)
+    created: int | None = None
 
 
 @dataclass
@@ -295,6 +299,7 @@ class TeacherClient:
             request_hash=key,
             cached=cached,
             sample_index=sample_index,
+            created=body.get("created") if isinstance(body.get("created"), int) else None,
         )
 
     async def _attempt(self, messages: list[dict], params: dict, key: str, sample_index: int) -> tuple[Completion, dict]:
@@ -411,3 +416,10 @@ class TeacherClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def answered_at(c: Completion) -> datetime:
+    """When the teacher produced ``c`` (falls back to now for servers that omit ``created``)."""
+    if c.created:
+        return datetime.fromtimestamp(c.created, timezone.utc)
+    return datetime.now(timezone.utc)

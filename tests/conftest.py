@@ -1,0 +1,30 @@
+"""Shared fixtures: the shared data folder, an isolated Prefect home, a teacher responder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Prefect keeps its database under PREFECT_HOME; tests use their own so they never touch
+# (or depend on) a developer's ~/.prefect. Set before anything imports prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="dataforge-prefect-"))
+os.environ.setdefault("DATAFORGE_PROGRESS", "0")
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("DATAFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if not d.exists():
+        pytest.skip(f"shared data folder {d} is absent (set DATAFORGE_SHARED_DATA)")
+    return d
+
+
