@@ -23,7 +23,10 @@ def committed_dirs(run: Run, rejected: bool) -> list[Path]:
     if not base.exists():
         return []
     skip = {"rejected", "export", "quarantine"}
-    return sorted(d for d in base.iterdir() if d.is_dir() and d.name not in skip and (d / MANIFEST).exists())
+    # a stage is committed by its kept manifest (written after the rejected one): rejected rows
+    # count only when the stage's kept manifest exists too
+    return sorted(d for d in base.iterdir() if d.is_dir() and d.name not in skip and (d / MANIFEST).exists()
+                  and (run.dir / d.name / MANIFEST).exists())
 
 
 def _files(dirs: list[Path]) -> list[str]:

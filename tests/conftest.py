@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 # (or depend on) a developer's ~/.prefect. Set before anything imports prefect.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="dataforge-prefect-"))
 os.environ.setdefault("DATAFORGE_PROGRESS", "0")
+# Prefect logs "Stopping temporary server" at INFO after pytest has closed its captured
+# streams, which prints a logging traceback at exit; warnings and errors still show.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def shared_data_dir() -> Path:

@@ -28,7 +28,7 @@ def normalize_number(s: str) -> str | None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    return f"{float(value):.6g}"
+    return f"{float(value):.15g}"  # 15 significant digits: .6g merged 12345.67 and 12345.68
 
 
 def extract_final_answer(text: str | None) -> str | None:
