@@ -185,10 +185,20 @@ class PipelineConfig(_Model):
         """The config as stored in run.json (it holds env-var names, never secrets)."""
         return self.model_dump(mode="json")
 
-    def stage_hash(self, *sections: str) -> str:
+    def stage_hash(self, *sections: str, extra: Any = None) -> str:
         """Fingerprint of the config sections a stage depends on (for skip-on-resume)."""
-        data = {s: getattr(self, s).model_dump(mode="json") if hasattr(getattr(self, s), "model_dump") else getattr(self, s) for s in sections}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        data: dict[str, Any] = {}
+        for s in sections:
+            value = getattr(self, s)
+            data[s] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        if extra is not None:
+            data["_extra"] = extra
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def teacher_identity(self) -> dict:
+        """What decides the teacher's answers (not how fast we ask): generation stages hash it."""
+        return {"provider": self.teacher.provider, "model": self.teacher.model,
+                "base_url": self.teacher.resolved_base_url()}
 
 
 def _format_validation_error(path: str, err: ValidationError) -> str:

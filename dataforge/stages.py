@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,11 +61,12 @@ def rejected_schema(schema: pa.Schema) -> pa.Schema:
 class StageIO:
     """Writers and the commit for one stage of one run."""
 
-    def __init__(self, run: Run, cfg: PipelineConfig, stage: str, inputs: Sequence[str], config_sections: Sequence[str]):
+    def __init__(self, run: Run, cfg: PipelineConfig, stage: str, inputs: Sequence[str], config_sections: Sequence[str],
+                 extra_config: Any = None):
         self.run, self.cfg, self.stage = run, cfg, stage
         self.inputs = list(inputs)
         self.fingerprint = input_fingerprint(run.committed(s) for s in self.inputs) if self.inputs else "none"
-        self.config_hash = cfg.stage_hash(*config_sections)
+        self.config_hash = cfg.stage_hash(*config_sections, extra=extra_config)
 
     def done(self) -> bool:
         return self.run.is_done(self.stage, self.fingerprint, self.config_hash)
@@ -104,7 +106,7 @@ def _drop_table(rows: list[dict], stage: str) -> pa.Table:
 
 
 def _generation_io(run: Run, cfg: PipelineConfig, stage: str) -> StageIO:
-    return StageIO(run, cfg, stage, [], [stage, "seed"])
+    return StageIO(run, cfg, stage, [], [stage, "seed"], extra_config=cfg.teacher_identity())
 
 
 def generation_pending(run: Run, cfg: PipelineConfig) -> bool:

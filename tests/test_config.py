@@ -203,3 +203,17 @@ def test_stage_hash_tracks_only_its_sections():
     # argument order does not matter; the set of sections does
     assert base.stage_hash("cot", "seed") == base.stage_hash("seed", "cot")
     assert base.stage_hash("cot") != base.stage_hash("cot", "seed")
+
+
+def test_generation_stage_hash_follows_the_teacher_not_its_speed(tmp_path):
+    from dataforge.config import PipelineConfig
+    from dataforge.stages import _generation_io
+    from dataforge.store import Run
+
+    run = Run(tmp_path, "r1")
+    base = PipelineConfig(data_root=str(tmp_path))
+    h = _generation_io(run, base, "cot").config_hash
+    other_model = base.model_copy(update={"teacher": base.teacher.model_copy(update={"model": "other"})})
+    faster = base.model_copy(update={"teacher": base.teacher.model_copy(update={"max_concurrency": 16})})
+    assert _generation_io(run, other_model, "cot").config_hash != h
+    assert _generation_io(run, faster, "cot").config_hash == h

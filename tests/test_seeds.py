@@ -119,3 +119,12 @@ def test_missing_file_names_the_path(tmp_path):
     p = tmp_path / "no" / "such.jsonl"
     with pytest.raises(FileNotFoundError, match=str(p)):
         load_gsm8k_jsonl(p)
+
+
+def test_byte_order_mark_is_not_data(tmp_path):
+    from dataforge.generate.seeds import load_gsm8k_jsonl
+
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes("\ufeff".encode() + b'{"question": "What is 1 + 1?", "answer": "#### 2"}\n')
+    seeds, bad = load_gsm8k_jsonl(p)
+    assert bad == [] and [s.gold_answer for s in seeds] == ["2"]

@@ -273,7 +273,7 @@ def run_until_ready_then_kill(data_root: Path, run_id: str, mode: str) -> str:
     proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(data_root), run_id, mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 30
         line = ""
         while time.monotonic() < deadline:
             r, _, _ = select.select([proc.stdout], [], [], 0.5)

@@ -50,7 +50,7 @@ def load_gsm8k_jsonl(path: str | Path, question_field: str = "question",
     seeds: list[Seed] = []
     bad: list[Quarantined] = []
     seen: set[str] = set()
-    with open(p, encoding="utf-8", errors="replace") as f:
+    with open(p, encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not data
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
             if not line:
