@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 KINDS = ("textbook", "cot", "instruction", "document")
 
@@ -30,19 +30,29 @@ SAMPLE_SCHEMA = pa.schema(
         # provenance
         pa.field("teacher_model", pa.string()),
         pa.field("template", pa.string()),
+        # diversity axes of generated text (phi-1.5, Cosmopedia): each one a column
+        pa.field("subject", pa.string()),
         pa.field("topic", pa.string()),
+        pa.field("subtopic", pa.string()),
         pa.field("audience", pa.string()),
         pa.field("style", pa.string()),
+        pa.field("format", pa.string()),
+        pa.field("passage_id", pa.string()),  # seed passage a textbook section was written from
         pa.field("seed_id", pa.string()),
+        pa.field("seed_source", pa.string()),  # seed set the question came from (gsm8k, aqua, ...)
         pa.field("sample_index", pa.int32()),
         pa.field("gen_params", pa.string()),  # JSON of the generation parameters
         pa.field("request_hash", pa.string()),  # key of the teacher request cache
         pa.field("finish_reason", pa.string()),
         pa.field("prompt_tokens", pa.int32()),
         pa.field("completion_tokens", pa.int32()),
+        pa.field("cost_usd", pa.float64()),
         pa.field("run_id", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
         # chain of thought
+        pa.field("system_prompt", pa.string()),  # name of the (Orca-style) system prompt used
+        pa.field("method", pa.string()),  # "cot" (rationale in prose) or "pot" (program of thought)
+        pa.field("program", pa.string()),  # program-of-thought source, when method == "pot"
         pa.field("question", pa.string()),
         pa.field("rationale", pa.string()),
         pa.field("answer", pa.string()),

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataforge.records import SAMPLE_SCHEMA, make_sample, samples_to_table
+from dataforge.records import SAMPLE_SCHEMA, SCHEMA_VERSION, make_sample, samples_to_table
 from dataforge.store import (
     MANIFEST,
     TMP_PREFIX,
@@ -126,7 +126,7 @@ def test_schema_ipc_round_trip_keeps_types_and_metadata(tmp_path):
     schema = SAMPLE_SCHEMA.append(pa.field("heur_words", pa.int32()))
     back = schema_from_b64(schema_to_b64(schema))
     assert back.equals(schema, check_metadata=True)
-    assert back.metadata[b"dataforge.schema_version"] == b"1"
+    assert back.metadata[b"dataforge.schema_version"] == str(SCHEMA_VERSION).encode()
 
     d = tmp_path / "s"
     write_manifest(d, [], schema)
