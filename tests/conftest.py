@@ -31,3 +31,15 @@ def shared_data() -> Path:
     return d
 
 
+
+
+@pytest.fixture(scope="session")
+def pile_docs() -> list[dict]:
+    """The 1,000 Pile documents of the shared data (``contents``, ``metadata.pile_set_name``)."""
+    import json
+
+    path = shared_data_dir() / "web" / "pile_1k.jsonl"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set DATAFORGE_SHARED_DATA)")
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -187,18 +184,6 @@ def test_empty_table() -> None:
 
 # --- real data --------------------------------------------------------------------------------
 
-SHARED_DATA = Path(os.environ.get("DATAFORGE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-PILE = SHARED_DATA / "web" / "pile_1k.jsonl"
-
-
-def load_pile() -> list[dict]:
-    """The 1,000 Pile documents: ``contents`` and ``metadata.pile_set_name`` per line."""
-    if not PILE.exists():
-        pytest.skip(f"shared data not found at {PILE} (set DATAFORGE_SHARED_DATA)")
-    with PILE.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def near_copy(text: str, rng: random.Random, vocabulary: list[str]) -> str:
     """``text`` with about 2% of its words replaced by random vocabulary words.
 
@@ -215,8 +200,8 @@ def near_copy(text: str, rng: random.Random, vocabulary: list[str]) -> str:
 
 
 @pytest.mark.shared_data
-def test_dedup_on_the_pile_sample() -> None:
-    docs = [doc["contents"] for doc in load_pile()]
+def test_dedup_on_the_pile_sample(pile_docs: list[dict]) -> None:
+    docs = [doc["contents"] for doc in pile_docs]
     rng = random.Random(20240101)
     vocabulary = sorted({w for doc in docs for w in doc.split() if w.isalpha() and w.islower()})
     sources = rng.sample([i for i, doc in enumerate(docs) if len(doc.split()) >= 50], 50)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -188,21 +185,9 @@ def test_empty_table() -> None:
 
 # --- real data --------------------------------------------------------------------------------
 
-SHARED_DATA = Path(os.environ.get("DATAFORGE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-PILE = SHARED_DATA / "web" / "pile_1k.jsonl"
-
-
-def load_pile() -> list[dict]:
-    """The 1,000 Pile documents: ``contents`` and ``metadata.pile_set_name`` per line."""
-    if not PILE.exists():
-        pytest.skip(f"shared data not found at {PILE} (set DATAFORGE_SHARED_DATA)")
-    with PILE.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 @pytest.mark.shared_data
-def test_gopher_on_the_pile_sample() -> None:
-    docs = load_pile()
+def test_gopher_on_the_pile_sample(pile_docs: list[dict]) -> None:
+    docs = pile_docs
     assert len(docs) == 1000
     table = table_of(*(("document", doc["contents"]) for doc in docs))
     cfg = HeuristicsConfig()
