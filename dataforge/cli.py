@@ -20,9 +20,13 @@ from dataforge.store import Run, StoreError, latest_run, list_runs
 
 app = typer.Typer(help="dataforge: manufacture, curate and deliver training data for small language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-teacher_app = typer.Typer(help="The embedded local teacher (llama.cpp server with SmolLM2-135M-Instruct).",
+teacher_app = typer.Typer(help="The embedded local teacher (llama.cpp server with SmolLM2-135M-Instruct), "
+                               "and the teacher's request cache (show).",
                           no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
+cot_app = typer.Typer(help="Chain-of-thought data: check the final answers of a file of solutions.",
+                      no_args_is_help=True)
+app.add_typer(cot_app, name="cot")
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -242,6 +246,86 @@ def teacher_stop(
     cfg = _load(config, data_root)
     stopped = LocalTeacher(cfg.teacher, Path(cfg.data_root) / "teacher").stop()
     console.print("stopped" if stopped else "no local teacher was running")
+
+
+@teacher_app.command("show")
+def teacher_show(
+    request_hash: str = typer.Argument(..., help="A sample row's request_hash (or a unique prefix of it, 8+ characters)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+) -> None:
+    """Print the cached teacher request and raw response of a request hash, as JSON.
+
+    The request holds the model, messages, parameters as asked (and as sent, when a retry grew
+    max_tokens or the wire format changed), the endpoint, attempts and cost; never a key.
+    """
+    from dataforge.teacher.cache import RequestCache
+
+    wanted = request_hash.strip().lower()
+    if len(wanted) < 8 or any(c not in "0123456789abcdef" for c in wanted):
+        _fail(f"{request_hash!r} is not a request hash: expected 8 to 64 hex characters "
+              "(the request_hash column of a sample row)")
+    path = Path(_data_root(data_root)) / "cache" / "teacher.sqlite"
+    if not path.exists():
+        _fail(f"no teacher cache at {path.resolve()} (pass the run's --data-root)")
+    with RequestCache(path) as cache:
+        keys = cache.keys_with_prefix(wanted, limit=6)
+        if not keys:
+            _fail(f"no cached request with hash {wanted} in {path.resolve()}")
+        if len(keys) > 1:
+            _fail(f"hash prefix {wanted} matches {'5+' if len(keys) > 5 else len(keys)} cached requests "
+                  f"({', '.join(k[:16] for k in keys[:5])}); give more characters")
+        entry = cache.get_entry(keys[0])
+    assert entry is not None  # the key was just listed; entries are never deleted
+    out = {"request_hash": entry.key, "created_at": entry.created_at, "request": entry.request,
+           "response": entry.response}
+    sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+
+
+@cot_app.command("verify")
+def cot_verify(
+    file: Path = typer.Argument(..., help="Solutions as JSON lines (.jsonl) or Parquet (.parquet)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output .parquet or .jsonl [default: ./<name>.verified.parquet]"),
+    question_field: str = typer.Option("question", "--question-field", help="Field holding the question"),
+    solution_field: str = typer.Option("solution", "--solution-field", help="Field holding the solution text"),
+    gold_field: str = typer.Option("answer", "--gold-field",
+                                   help="Field holding the gold answer ('####' solutions work); '' for none"),
+    answer_type: str = typer.Option("auto", "--answer-type",
+                                    help="numeric | option | yesno | text | auto (per record, from the gold answer)"),
+    options_field: Optional[str] = typer.Option(None, "--options-field",
+                                                help="Field holding the options [default: read them from the question]"),
+    quarantine: Optional[Path] = typer.Option(None, "--quarantine",
+                                              help="Where malformed records go [default: <out>.quarantine.jsonl]"),
+    fmt: str = typer.Option("table", "--format", help="Summary as table | json"),
+) -> None:
+    """Extract and check the final answer of every solution in FILE.
+
+    Writes one row per record (extracted answer, gold answer, verdict: correct, incorrect,
+    no_answer, no_gold) and prints rows, extracted, correct and accuracy. Malformed records are
+    quarantined with file, line and reason. Example, GSM8K's own solutions against their
+    `#### N`: dataforge cot verify train.jsonl --solution-field answer --gold-field answer
+    """
+    from dataforge.generate.verify import Fields, VerifyError, verify_file
+
+    if fmt not in ("table", "json"):
+        _fail(f"--format must be table or json, got {fmt!r}")
+    fields = Fields(question=question_field, solution=solution_field, gold=gold_field or None, options=options_field)
+    try:
+        summary = verify_file(file, out, fields, answer_type, quarantine)
+    except VerifyError as e:
+        _fail(str(e))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary.as_dict()) + "\n")
+        return
+    acc = summary.accuracy
+    row = {"rows": summary.rows, "extracted": summary.extracted, "with_gold": summary.with_gold,
+           "correct": summary.correct, "accuracy": "" if acc is None else f"{acc:.4f}",
+           "quarantined": summary.quarantined}
+    print_table(pa.Table.from_pylist([row]), title=f"verified {file}")
+    console.print("verdicts: " + ", ".join(f"{k}={v}" for k, v in summary.verdicts.items()))
+    console.print(f"rows: {summary.output}")
+    if summary.quarantine_file:
+        console.print(f"quarantined records (file, line, reason): {summary.quarantine_file}")
 
 
 def main() -> None:

@@ -37,6 +37,25 @@ class LocalServerConfig(_Model):
     startup_timeout_s: float = Field(180.0, gt=0)
 
 
+class ModelPrice(_Model):
+    """What a model costs, in USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    # OpenAI's list prices (openai.com/api/pricing, 2025), standard tier. A model missing from
+    # the table counts 0 USD (right for a local model; the client warns for `provider: openai`).
+    return {
+        "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+        "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+        "gpt-4.1": ModelPrice(input_per_mtok=2.00, output_per_mtok=8.00),
+        "gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
+        "gpt-4.1-nano": ModelPrice(input_per_mtok=0.10, output_per_mtok=0.40),
+    }
+
+
 class TeacherConfig(_Model):
     """Any OpenAI chat-completions endpoint, or ``provider: local`` for the embedded server.
 
@@ -53,6 +72,34 @@ class TeacherConfig(_Model):
     timeout_s: float = Field(120.0, gt=0)
     backoff_initial_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    # client-side rate limits (token buckets holding one minute's worth); None = unlimited. A
+    # request reserves prompt chars/4 + max_tokens, reconciled with the usage it reports.
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    # finish_reason "length": retry with max_tokens x length_retry_factor, up to max_tokens_cap
+    # (default 4x the request's max_tokens); still truncated there = TeacherError("length").
+    # Off by default: a truncated answer is an answer (CoT drops it as truncated_no_final_answer).
+    retry_on_length: bool = False
+    length_retry_factor: float = Field(2.0, gt=1)
+    max_tokens_cap: int | None = Field(None, ge=1)
+    # several samples per prompt: "auto" asks with the API's `n` and falls back to one request
+    # per sample when the endpoint answers fewer choices (llama.cpp's server ignores `n`)
+    use_n: Literal["auto", "never"] = "auto"
+    # how a structured request names its JSON schema on the wire: "json_schema" (OpenAI, vLLM,
+    # Ollama), "json_object" ({"type": "json_object", "schema": ...}: llama-cpp-python's server,
+    # which rejects "json_schema"); "auto" = json_object for provider local, else json_schema,
+    # switching to json_object when the endpoint rejects json_schema
+    structured_output: Literal["auto", "json_schema", "json_object"] = "auto"
+    # USD per million tokens by model name (a dated model name such as gpt-4o-mini-2024-07-18
+    # matches its prefix gpt-4o-mini); giving `prices` replaces the whole default table
+    prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    batch_discount: float = Field(0.5, ge=0, le=1)  # Batch API price = (1 - discount) x list price
+    # "batch": requests go through the OpenAI Batch API (/v1/files + /v1/batches; see
+    # dataforge/teacher/batch.py): cheaper, answered within the completion window, resumable.
+    mode: Literal["online", "batch"] = "online"
+    batch_poll_interval_s: float = Field(30.0, gt=0)
+    batch_completion_window: str = "24h"
+    batch_max_requests: int = Field(50_000, ge=1, le=50_000)  # OpenAI's per-batch limit
     local: LocalServerConfig = LocalServerConfig()
 
     @model_validator(mode="after")
@@ -76,33 +123,175 @@ class TeacherConfig(_Model):
             raise ConfigError(f"teacher.api_key_env: environment variable {self.api_key_env} is not set")
         return value
 
+    def price_for(self, model: str | None = None) -> ModelPrice | None:
+        """The price of ``model`` (default: the configured one): an exact entry of ``prices``,
+        else the longest entry that ``model`` extends with ``-`` (gpt-4o-mini-2024-07-18 ->
+        gpt-4o-mini), else the configured model's entry; None when unpriced."""
+        name = model or self.model
+        if name in self.prices:
+            return self.prices[name]
+        prefixes = [k for k in self.prices if name.startswith(k + "-")]
+        if prefixes:
+            return self.prices[max(prefixes, key=len)]
+        return self.prices.get(self.model)
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int, *, model: str | None = None,
+                 batch: bool = False) -> float:
+        """USD for this usage at the table's price (Batch API: less ``batch_discount``); 0 when unpriced."""
+        price = self.price_for(model)
+        if price is None:
+            return 0.0
+        usd = (prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok) / 1e6
+        return usd * (1.0 - self.batch_discount) if batch else usd
+
+
+class AxisValue(_Model):
+    """One value of a textbook axis (audience, style or format): the ``name`` stored in the
+    column and the ``description`` the prompt gives the teacher. A bare string is short for
+    ``{name: ...}``; the built-in names (``dataforge/generate/textbook_prompts.py``) come with
+    a description, other names are used as they are."""
+
+    name: str = Field(min_length=1)
+    description: str | None = Field(None, min_length=1)
+
+
+# The shipped taxonomies (dataforge/generate/taxonomies/*.yaml): the default topic source.
+DEFAULT_TAXONOMIES = ("mathematics", "natural_sciences", "computer_science", "history_social_studies")
+
+
+def _axis_default(*names: str):
+    return lambda: [AxisValue(name=n) for n in names]
+
 
 class TextbookConfig(_Model):
-    """Textbook sections from a table of topic x audience x style (phi-1, Cosmopedia)."""
+    """Textbook sections from a table of (subject, topic, subtopic) x audience x style x format
+    (phi-1, phi-1.5, Cosmopedia), optionally written from seed passages (Cosmopedia's web
+    extracts). Every axis is a column of the output; the plan spreads the samples evenly over
+    each axis. With no topic source given, every shipped taxonomy is used."""
 
     enabled: bool = True
-    topics: list[str] = Field(default_factory=lambda: ["fractions", "photosynthesis"], min_length=1)
-    audiences: list[str] = Field(default_factory=lambda: ["high school students"], min_length=1)
-    styles: list[str] = Field(default_factory=lambda: ["academic textbook"], min_length=1)
+    taxonomies: list[str] = Field(default_factory=list)  # shipped names (mathematics, ...) or YAML paths
+    topics: list[str] = Field(default_factory=list)  # an inline flat list of topics
+    passages: str | None = None  # JSONL or Parquet of seed passages ("write a section inspired by this extract")
+    passage_field: str = Field("text", min_length=1)
+    passage_id_field: str | None = None  # default: a hash of the passage text
+    # Cosmopedia cuts web extracts to 1000 characters (prompts/web_samples: EXTRACT_SIZE)
+    max_passage_chars: int = Field(1000, ge=50)
+    # Cosmopedia's audiences and its four styles (academic textbook, narrative, WikiHow, blog post)
+    audiences: list[AxisValue] = Field(min_length=1, default_factory=_axis_default(
+        "young children", "high school students", "college students", "professionals"))
+    styles: list[AxisValue] = Field(min_length=1, default_factory=_axis_default(
+        "academic textbook", "narrative", "how-to guide", "blog post"))
+    formats: list[AxisValue] = Field(min_length=1, default_factory=_axis_default(
+        "worked example", "exercises with solutions"))
     max_samples: int = Field(8, ge=1)
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=16)
 
+    @field_validator("audiences", "styles", "formats", mode="before")
+    @classmethod
+    def _bare_axis_names(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": x} if isinstance(x, str) else x for x in v]
+        return v
+
+    @field_validator("audiences", "styles", "formats")
+    @classmethod
+    def _unique_axis_names(cls, v: list[AxisValue]) -> list[AxisValue]:
+        _refuse_repeats([a.name for a in v])
+        return v
+
+    @field_validator("topics", "taxonomies")
+    @classmethod
+    def _unique_topics(cls, v: list[str]) -> list[str]:
+        if any(not t.strip() for t in v):
+            raise ValueError("entries must not be empty")
+        _refuse_repeats(v)
+        return v
+
+    @model_validator(mode="after")
+    def _topic_source(self) -> "TextbookConfig":
+        if self.taxonomies or self.topics or self.passages:
+            return self
+        if self.model_fields_set & {"taxonomies", "topics", "passages"}:
+            raise ValueError("give at least one of taxonomies, topics or passages")
+        self.taxonomies = list(DEFAULT_TAXONOMIES)
+        return self
+
+
+def _refuse_repeats(names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n.casefold() in seen:
+            raise ValueError(f"{n!r} is listed twice (entries {seen[n.casefold()]} and {i})")
+        seen[n.casefold()] = i
+
+
+class PotSandboxConfig(_Model):
+    """Limits for running program-of-thought solutions (see dataforge/generate/pot.py)."""
+
+    timeout_s: float = Field(5.0, gt=0, le=600)  # wall time per program
+    cpu_s: int = Field(3, ge=1, le=600)  # RLIMIT_CPU
+    memory_mb: int = Field(256, ge=64, le=65536)  # RLIMIT_AS
+    max_output_bytes: int = Field(65_536, ge=1024)  # stdout + stderr
+    workers: int = Field(2, ge=1, le=64)  # programs running at once (one process each)
+    network_namespace: bool = True  # also run in a private, empty network namespace when allowed
+    run_as_uid: int | None = Field(65534, ge=0)  # when dataforge runs as root; null keeps root
+
+
+# names of the system prompts in dataforge/generate/cot.py (a test keeps the two in step)
+CotSystemPrompt = Literal["fewshot", "step_by_step", "explain_to_student", "recall_then_answer", "concise"]
+SeedFormatName = Literal["auto", "gsm8k", "flan_tsv", "multiarith", "addsub", "singleeq", "svamp", "aqua",
+                         "commonsenseqa", "strategyqa"]
+
 
 class CotConfig(_Model):
-    """Chain-of-thought solutions for GSM8K-format seeds (question + gold answer)."""
+    """Chain-of-thought (and program-of-thought) solutions for seed questions with gold answers.
+
+    ``seeds`` is a file, a wildcard or a list of them; ``seed_format: auto`` picks the loader
+    by file name (dataforge/generate/seeds.py); ``question_field``/``answer_field`` apply to
+    GSM8K-style JSON lines. ``system_prompts`` is the Orca-style mix (Mukherjee et al. 2023):
+    name → weight; each sample's prompt is drawn deterministically from the run seed, the
+    question and the sample index. ``fewshot`` (two worked examples) is the one a small
+    teacher follows. ``method``: ``cot`` rationales in prose, ``pot`` Python programs run in a
+    sandbox (PAL, Gao et al. 2023; TinyGSM, Liu et al. 2023), ``both`` k samples of each.
+    """
 
     enabled: bool = True
-    seeds: str = "../seeds/gsm8k_sample.jsonl"
+    seeds: str | list[str] = "../seeds/gsm8k_sample.jsonl"
+    seed_format: SeedFormatName = "auto"
     question_field: str = "question"
     answer_field: str = "answer"
     max_questions: int | None = Field(None, ge=1)
     samples_per_question: int = Field(4, ge=1, le=64)
+    method: Literal["cot", "pot", "both"] = "cot"
+    system_prompts: dict[CotSystemPrompt, float] = Field(default_factory=lambda: {"fewshot": 1.0})
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(320, ge=16)
     keep: Literal["verified", "all"] = "verified"
+    sandbox: PotSandboxConfig = PotSandboxConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, v: str | list[str]) -> str | list[str]:
+        if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
+            raise ValueError("name at least one seed file")
+        return v
+
+    @field_validator("system_prompts")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if w < 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError("give at least one system prompt a weight above 0")
+        return v
+
+    def seed_paths(self) -> list[str]:
+        return [self.seeds] if isinstance(self.seeds, str) else list(self.seeds)
 
 
 class GopherQualityConfig(_Model):

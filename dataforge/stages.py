@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,8 +26,8 @@ import pyarrow.parquet as pq
 from dataforge.config import PipelineConfig
 from dataforge.curate.dedup import apply_dedup
 from dataforge.curate.heuristics import apply_heuristics
-from dataforge.generate.cot import generate_cot, verdict
-from dataforge.generate.seeds import load_gsm8k_jsonl, write_quarantine
+from dataforge.generate.cot import TRANSIENT_KEYS as COT_TRANSIENT_KEYS, generate_cot, methods_of, verdict
+from dataforge.generate.seeds import load_seeds, write_quarantine
 from dataforge.generate.textbooks import generate_textbooks, plan_textbooks
 from dataforge.progress import progress_bar
 from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA, samples_to_table, with_drop
@@ -115,7 +116,14 @@ def generation_pending(run: Run, cfg: PipelineConfig) -> bool:
 
 
 def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None) -> tuple[TeacherClient, RequestCache]:
+    """The teacher client for ``cfg.teacher.mode`` (the batch client is a TeacherClient that
+    sends batches) and its cache. Batch state lives beside the cache, so a crashed run's
+    batches are collected by the next run."""
+    from dataforge.teacher.batch import BatchTeacherClient
+
     cache = RequestCache(run.cache_dir / "teacher.sqlite")
+    if cfg.teacher.mode == "batch":
+        return BatchTeacherClient(cfg.teacher, cache, base_url=base_url, state_dir=run.cache_dir / "batches"), cache
     return TeacherClient(cfg.teacher, cache, base_url=base_url), cache
 
 
@@ -123,15 +131,22 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None) ->
     io = _generation_io(run, cfg, "textbooks")
     if io.done():
         return io.previous_result()
+    from dataforge.generate.textbooks import load_textbook_sources, summarize_textbooks
+
     t0 = time.perf_counter()
     io.begin()
-    cells = plan_textbooks(cfg.textbooks, cfg.seed)
+    # taxonomies, inline topics and seed passages; malformed passage lines are set aside
+    sources = load_textbook_sources(cfg.textbooks, cfg.resolve_path)
+    quarantine = run.quarantine_dir() / "textbook_passages.jsonl"
+    quarantine.unlink(missing_ok=True)
+    write_quarantine(quarantine, sources.quarantined)
+    cells = plan_textbooks(sources, cfg.textbooks.max_samples, cfg.seed)
 
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
         client, cache = _teacher_client(cfg, run, base_url)
         try:
-            with progress_bar("textbooks", len(cells)) as advance:
-                rows, failures = await generate_textbooks(client, cells, cfg.textbooks, run_id=run.run_id,
+            with progress_bar("textbooks", len(cells), status=client.stats.summary) as advance:
+                rows, failures = await generate_textbooks(client, cells, sources, cfg.textbooks, run_id=run.run_id,
                                                           seed=cfg.seed, on_done=advance)
             return rows, failures, client.stats
         finally:
@@ -144,9 +159,11 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None) ->
         r["drop_reason"] = "empty_completion"
     rows = [r for r in rows if r["text"]]
     kept_e, rej_e = io.write_shard(0, samples_to_table(rows), _drop_table(failures + empty, "textbooks"))
-    io.commit(kept_e, rej_e, SAMPLE_SCHEMA)
+    extra = {**summarize_textbooks(cells, rows, sources), "quarantined_passages": len(sources.quarantined),
+             "quarantine_file": str(quarantine) if sources.quarantined else None}
+    io.commit(kept_e, rej_e, SAMPLE_SCHEMA, extra=extra)
     return StageResult("textbooks", rows_in=len(cells), rows_kept=len(rows), rows_dropped=len(failures) + len(empty),
-                       seconds=time.perf_counter() - t0, teacher=stats.as_dict())
+                       seconds=time.perf_counter() - t0, teacher=stats.as_dict(), extra=extra)
 
 
 def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> StageResult:
@@ -155,19 +172,19 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
         return io.previous_result()
     t0 = time.perf_counter()
     io.begin()
-    seeds_path = cfg.resolve_path(cfg.cot.seeds)
-    seeds, bad = load_gsm8k_jsonl(seeds_path, cfg.cot.question_field, cfg.cot.answer_field)
+    seed_paths = [cfg.resolve_path(p) for p in cfg.cot.seed_paths()]
+    seeds, bad = load_seeds(seed_paths, cfg.cot.seed_format, cfg.cot.question_field, cfg.cot.answer_field)
     quarantine = run.quarantine_dir() / "cot_seeds.jsonl"
     quarantine.unlink(missing_ok=True)
     write_quarantine(quarantine, bad)
     if cfg.cot.max_questions:
         seeds = seeds[: cfg.cot.max_questions]
-    total = len(seeds) * cfg.cot.samples_per_question
+    total = len(seeds) * cfg.cot.samples_per_question * len(methods_of(cfg.cot))
 
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
         client, cache = _teacher_client(cfg, run, base_url)
         try:
-            with progress_bar("chain of thought", total) as advance:
+            with progress_bar("chain of thought", total, status=client.stats.summary) as advance:
                 rows, failures = await generate_cot(client, seeds, cfg.cot, run_id=run.run_id, seed=cfg.seed,
                                                     on_done=advance)
             return rows, failures, client.stats
@@ -177,8 +194,13 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
 
     rows, failures, stats = asyncio.run(go())
     kept, dropped = [], []
+    program_status: Counter[str] = Counter()
     for r in rows:
         reason = verdict(r, cfg.cot.keep)
+        if r.get("pot_status"):
+            program_status[r["pot_status"]] += 1
+        for key in COT_TRANSIENT_KEYS:
+            r.pop(key, None)
         if reason is None:
             kept.append(r)
         else:
@@ -187,7 +209,9 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
     kept_e, rej_e = io.write_shard(0, samples_to_table(kept), _drop_table(failures + dropped, "cot"))
     extra = {"seeds": len(seeds), "quarantined_seeds": len(bad),
              "quarantine_file": str(quarantine) if bad else None,
-             "verified": sum(1 for r in rows if r["answer_correct"])}
+             "verified": sum(1 for r in rows if r["answer_correct"]),
+             "seed_sources": dict(Counter(s.source for s in seeds)),
+             "programs": dict(program_status) if program_status else None}
     io.commit(kept_e, rej_e, SAMPLE_SCHEMA, extra=extra)
     return StageResult("cot", rows_in=total, rows_kept=len(kept), rows_dropped=len(failures) + len(dropped),
                        seconds=time.perf_counter() - t0, teacher=stats.as_dict(), extra=extra)

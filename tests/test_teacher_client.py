@@ -32,13 +32,19 @@ MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "c
 
 
 class RecordingSleep:
-    """Stands in for asyncio.sleep: records each backoff delay and returns at once."""
+    """Stands in for asyncio.sleep: records each delay and returns at once. ``clock`` is a
+    virtual monotonic clock that only the recorded sleeps move forward."""
 
     def __init__(self) -> None:
         self.delays: list[float] = []
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
+        self.now += delay
         await asyncio.sleep(0)
 
 
@@ -74,8 +80,11 @@ def complete_once(cfg: TeacherConfig, cache: RequestCache | None = None, sleep=N
     kwargs.setdefault("temperature", 0.7)
     kwargs.setdefault("max_tokens", 64)
 
+    sleep = sleep or RecordingSleep()
+    clock = sleep.clock if isinstance(sleep, RecordingSleep) else time.monotonic
+
     async def go():
-        async with TeacherClient(cfg, cache, sleep=sleep or RecordingSleep()) as client:
+        async with TeacherClient(cfg, cache, sleep=sleep, clock=clock) as client:
             try:
                 result = await client.complete(MESSAGES, **kwargs)
             except TeacherError as err:
@@ -135,8 +144,9 @@ def test_success(srv: FakeOpenAI):
     assert result.request_hash == request_key("fake-model", MESSAGES, {"temperature": 0.7, "max_tokens": 64, "seed": 7}, 0)
     assert stats.as_dict() == {
         "requests_sent": 1, "cache_hits": 0, "retries": 0, "failures": 0,
-        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "cost_usd": 0.0,
     }
+    assert result.cost_usd == 0.0  # fake-model has no price
     (req,) = srv.requests
     assert req["path"] == "/v1/chat/completions"
     assert req["json"]["model"] == "fake-model" and req["json"]["messages"] == MESSAGES
@@ -299,6 +309,8 @@ def test_cache_hit_skips_http_and_persists(srv: FakeOpenAI, tmp_path: Path):
             "params": {"temperature": 0.7, "max_tokens": 64, "seed": 1},
             "sample_index": 0,
             "base_url": srv.base_url,
+            "attempts": 1,
+            "cost_usd": 0.0,
         }
         assert cache.get(first.request_hash)["choices"][0]["message"]["content"] == first.text
 
@@ -444,12 +456,18 @@ def test_redacting_filter_unit():
 
 
 def test_stats_merge_and_as_dict():
-    a = TeacherStats(requests_sent=3, cache_hits=1, retries=2, failures=0, prompt_tokens=10, completion_tokens=20)
-    b = TeacherStats(requests_sent=1, cache_hits=0, retries=0, failures=1, prompt_tokens=5, completion_tokens=7)
+    a = TeacherStats(requests_sent=3, cache_hits=1, retries=2, failures=0, prompt_tokens=10, completion_tokens=20,
+                     cost_usd=0.25)
+    b = TeacherStats(requests_sent=1, cache_hits=0, retries=0, failures=1, prompt_tokens=5, completion_tokens=7,
+                     cost_usd=0.125)
     assert a.merge(b) is a
     assert a.as_dict() == {
         "requests_sent": 4, "cache_hits": 1, "retries": 2, "failures": 1, "prompt_tokens": 15, "completion_tokens": 27,
+        "cost_usd": 0.375,
     }
+    # a run.json written before cost accounting still loads
+    assert TeacherStats(**{"requests_sent": 2}).merge(a).cost_usd == 0.375
+    assert a.summary() == "42 tok · $0.3750 · 1 cached · 2 retries · 1 failed"
 
 
 def test_fake_server_models_endpoint(srv: FakeOpenAI):

@@ -39,3 +39,126 @@ SELECT stage, kind, count(*) AS rows
 FROM kept_rows
 GROUP BY ALL
 ORDER BY stage, kind;
+
+-- ---- textbook coverage and diversity (dataforge/generate/textbooks.py) --------------------
+-- Every cell of the textbook sampling plan leaves exactly one row in the textbooks stage
+-- (kept, or rejected with the reason), carrying its axes: subject, topic, subtopic, audience,
+-- style, format, passage_id. `cell_key` follows the cell through later stages (the teacher
+-- request's hash; the text's id when there is none). `status`: final, dropped (by a later
+-- stage: lost_at, lost_reason), never_produced (the teacher gave nothing), or pending.
+CREATE OR REPLACE VIEW textbook_cells AS
+WITH planned AS (
+    SELECT subject, topic, subtopic, audience, style, format, passage_id, template,
+           coalesce(request_hash, id) AS cell_key, NULL::VARCHAR AS generation_error
+    FROM kept_rows WHERE stage = 'textbooks' AND kind = 'textbook'
+    UNION ALL
+    SELECT subject, topic, subtopic, audience, style, format, passage_id, template,
+           coalesce(request_hash, id) AS cell_key, drop_reason AS generation_error
+    FROM rejected_rows WHERE drop_stage = 'textbooks' AND kind = 'textbook'
+),
+later_drops AS (
+    SELECT coalesce(request_hash, id) AS cell_key, min(drop_stage) AS drop_stage, min(drop_reason) AS drop_reason
+    FROM rejected_rows WHERE kind = 'textbook' AND drop_stage <> 'textbooks'
+    GROUP BY 1
+),
+in_final AS (
+    SELECT DISTINCT coalesce(request_hash, id) AS cell_key FROM final WHERE kind = 'textbook'
+)
+SELECT p.subject, p.topic, p.subtopic, p.audience, p.style, p.format, p.passage_id, p.template, p.cell_key,
+       CASE WHEN p.generation_error IS NOT NULL THEN 'never_produced'
+            WHEN f.cell_key IS NOT NULL THEN 'final'
+            WHEN d.cell_key IS NOT NULL THEN 'dropped'
+            ELSE 'pending' END AS status,
+       CASE WHEN p.generation_error IS NOT NULL THEN 'textbooks'
+            WHEN f.cell_key IS NULL THEN d.drop_stage END AS lost_at,
+       CASE WHEN p.generation_error IS NOT NULL THEN p.generation_error
+            WHEN f.cell_key IS NULL THEN d.drop_reason END AS lost_reason
+FROM planned p
+LEFT JOIN in_final f ON p.generation_error IS NULL AND f.cell_key = p.cell_key
+LEFT JOIN later_drops d ON p.generation_error IS NULL AND d.cell_key = p.cell_key;
+
+-- Planned textbook cells per value of each axis, and what became of them.
+CREATE OR REPLACE VIEW textbook_coverage AS
+SELECT axis, value,
+       count(*) AS planned,
+       count(*) FILTER (WHERE status <> 'never_produced') AS produced,
+       count(*) FILTER (WHERE status = 'final') AS in_final,
+       count(*) FILTER (WHERE status = 'never_produced') AS never_produced,
+       count(*) FILTER (WHERE status = 'dropped') AS dropped
+FROM (SELECT * FROM textbook_cells
+      UNPIVOT INCLUDE NULLS (value FOR axis IN (subject, topic, subtopic, audience, style, format)))
+GROUP BY axis, value
+ORDER BY list_position(['subject', 'topic', 'subtopic', 'audience', 'style', 'format'], axis),
+         planned DESC, value NULLS LAST;
+
+-- Planned textbook cells per pair of values of two axes (the topic levels against audience,
+-- style and format, and those three against each other); pairs with an unset axis are left out.
+CREATE OR REPLACE VIEW textbook_pair_coverage AS
+WITH pairs AS (
+    SELECT 'subject' AS axis_a, subject AS value_a, 'audience' AS axis_b, audience AS value_b, status FROM textbook_cells
+    UNION ALL SELECT 'subject', subject, 'style', style, status FROM textbook_cells
+    UNION ALL SELECT 'subject', subject, 'format', format, status FROM textbook_cells
+    UNION ALL SELECT 'topic', topic, 'audience', audience, status FROM textbook_cells
+    UNION ALL SELECT 'topic', topic, 'style', style, status FROM textbook_cells
+    UNION ALL SELECT 'topic', topic, 'format', format, status FROM textbook_cells
+    UNION ALL SELECT 'audience', audience, 'style', style, status FROM textbook_cells
+    UNION ALL SELECT 'audience', audience, 'format', format, status FROM textbook_cells
+    UNION ALL SELECT 'style', style, 'format', format, status FROM textbook_cells
+)
+SELECT axis_a, value_a, axis_b, value_b, count(*) AS planned,
+       count(*) FILTER (WHERE status = 'final') AS in_final
+FROM pairs
+WHERE value_a IS NOT NULL AND value_b IS NOT NULL
+GROUP BY ALL
+ORDER BY axis_a, axis_b, value_a, value_b;
+
+-- Lexical diversity of the run's output: distinct-n (Li et al. 2016) = distinct n-grams /
+-- tokens, n-grams within one text, per kind and per value of each textbook axis. Tokens are
+-- runs of letters and digits in the lower-cased text (the same RE2 pattern as
+-- dataforge/curate/diversity_metrics.py, so both give the same numbers).
+CREATE OR REPLACE VIEW lexical_diversity AS
+WITH docs AS (
+    SELECT row_number() OVER () AS doc, kind, subject, topic, subtopic, audience, style, format,
+           regexp_extract_all(lower(text), '[\p{L}\p{N}]+') AS toks
+    FROM final
+),
+grams AS (
+    SELECT doc, kind, subject, topic, subtopic, audience, style, format,
+           toks[i] AS g1,
+           CASE WHEN i + 1 <= len(toks) THEN toks[i] || ' ' || toks[i + 1] END AS g2,
+           CASE WHEN i + 2 <= len(toks) THEN toks[i] || ' ' || toks[i + 1] || ' ' || toks[i + 2] END AS g3
+    FROM (SELECT *, unnest(range(1, len(toks) + 1)) AS i FROM docs)
+),
+per_kind AS (
+    SELECT 'kind' AS axis, kind AS value, count(DISTINCT doc) AS docs, count(*) AS tokens,
+           count(DISTINCT g1) / count(*) AS distinct_1, count(DISTINCT g2) / count(*) AS distinct_2,
+           count(DISTINCT g3) / count(*) AS distinct_3
+    FROM grams GROUP BY kind
+),
+per_axis AS (
+    SELECT CASE WHEN grouping(subject) = 0 THEN 'subject' WHEN grouping(topic) = 0 THEN 'topic'
+                WHEN grouping(subtopic) = 0 THEN 'subtopic' WHEN grouping(audience) = 0 THEN 'audience'
+                WHEN grouping(style) = 0 THEN 'style' ELSE 'format' END AS axis,
+           CASE WHEN grouping(subject) = 0 THEN subject WHEN grouping(topic) = 0 THEN topic
+                WHEN grouping(subtopic) = 0 THEN subtopic WHEN grouping(audience) = 0 THEN audience
+                WHEN grouping(style) = 0 THEN style ELSE format END AS value,
+           count(DISTINCT doc) AS docs, count(*) AS tokens,
+           count(DISTINCT g1) / count(*) AS distinct_1, count(DISTINCT g2) / count(*) AS distinct_2,
+           count(DISTINCT g3) / count(*) AS distinct_3
+    FROM grams WHERE kind = 'textbook'
+    GROUP BY GROUPING SETS ((subject), (topic), (subtopic), (audience), (style), (format))
+)
+SELECT * FROM (SELECT * FROM per_kind UNION ALL SELECT * FROM per_axis)
+ORDER BY list_position(['kind', 'subject', 'topic', 'subtopic', 'audience', 'style', 'format'], axis),
+         value NULLS LAST;
+
+-- How the run's textbook sections begin: the first three words, most common first. One
+-- opener holding a large share is the repeated framing Cosmopedia warns about.
+CREATE OR REPLACE VIEW textbook_openers AS
+SELECT array_to_string(regexp_extract_all(lower(text), '[\p{L}\p{N}]+')[1:3], ' ') AS opener,
+       count(*) AS rows,
+       round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
+FROM final
+WHERE kind = 'textbook'
+GROUP BY 1
+ORDER BY rows DESC, opener;

@@ -1,7 +1,7 @@
-"""The teacher: an OpenAI-compatible chat client with retries, bounded concurrency and a
-persistent request cache."""
+"""The teacher: an OpenAI-compatible chat client with rate limits, retries, bounded
+concurrency, structured output, token and cost accounting and a persistent request cache."""
 
-from dataforge.teacher.cache import RequestCache, request_key
+from dataforge.teacher.cache import CacheEntry, RequestCache, request_key
 from dataforge.teacher.client import (
     Completion,
     SecretRedactingFilter,
@@ -9,15 +9,22 @@ from dataforge.teacher.client import (
     TeacherError,
     TeacherStats,
     parse_retry_after,
+    parse_structured,
 )
+from dataforge.teacher.ratelimit import RateLimiter, TokenBucket, estimate_tokens
 
 __all__ = [
+    "CacheEntry",
     "Completion",
+    "RateLimiter",
     "RequestCache",
     "SecretRedactingFilter",
     "TeacherClient",
     "TeacherError",
     "TeacherStats",
+    "TokenBucket",
+    "estimate_tokens",
     "parse_retry_after",
+    "parse_structured",
     "request_key",
 ]

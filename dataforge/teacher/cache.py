@@ -16,12 +16,13 @@ import sqlite3
 import random
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["request_key", "RequestCache"]
+__all__ = ["request_key", "RequestCache", "CacheEntry"]
 
 # Top-level request fields that could carry credentials; dropped defensively by ``put``.
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "headers", "default_headers"})
@@ -41,6 +42,17 @@ def request_key(model: str, messages: list[dict], params: dict, sample_index: in
     clean = {k: v for k, v in params.items() if v is not None}
     payload = {"model": model, "messages": messages, "params": clean, "sample_index": sample_index}
     return hashlib.sha256(_canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached answer: the stored request (provenance), the response body and when it
+    was stored."""
+
+    key: str
+    request: dict
+    response: dict
+    created_at: str
 
 
 _INIT_LOCK = threading.Lock()  # one initialization at a time within a process
@@ -102,6 +114,28 @@ class RequestCache:
     def get_request(self, key: str) -> dict | None:
         """The stored request (model, messages, params, sample_index, base_url), or None."""
         return self._fetch("request", key)
+
+    def get_entry(self, key: str) -> CacheEntry | None:
+        """Request, response and time of ``key`` in one read, or None."""
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT request, response, created_at FROM requests WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return CacheEntry(key=key, request=json.loads(row[0]), response=json.loads(row[1]), created_at=row[2])
+
+    def keys_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Up to ``limit`` keys starting with ``prefix`` (a hex hash prefix), sorted."""
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        # keys are hex, so a range scan on the primary key needs no LIKE escaping
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT key FROM requests WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                (prefix, prefix + "g", limit),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def put(self, key: str, request: dict, response: dict) -> None:
         """Store (or replace) one answer; committed before returning."""
