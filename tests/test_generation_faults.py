@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 import yaml
 
 from dataforge import stages
@@ -61,3 +62,26 @@ def test_thirty_percent_mixed_faults(tmp_path):
         # a failed request is identifiable: its cell (or question and sample index) is on the row
         keys = [(r["topic"], r["audience"], r["style"], r["seed_id"], r["sample_index"]) for r in failed]
         assert len(keys) == len(set(keys))
+
+
+def test_sample_rows_carry_their_cost(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "#### 5"}) + "\n")
+    with FakeOpenAI(responder=distinct_responder) as srv:
+        cfg_path = tmp_path / "c.yaml"
+        cfg_path.write_text(yaml.safe_dump({
+            "name": "cost", "data_root": str(tmp_path / "data"),
+            "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "priced",
+                        "prices": {"priced": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}},
+            "textbooks": {"topics": ["maps"], "max_samples": 1},
+            "cot": {"seeds": str(seeds), "samples_per_question": 2, "keep": "all"}}))
+        cfg = load_config(cfg_path)
+        run = stages.open_run(cfg)
+        results = [stages.run_textbooks(run, cfg), stages.run_cot(run, cfg)]
+    for stage, result in zip(("textbooks", "cot"), results):
+        rows = run.read(stage).to_pylist()
+        assert rows
+        for r in rows:
+            expected = (r["prompt_tokens"] * 1000.0 + r["completion_tokens"] * 2000.0) / 1e6
+            assert r["cost_usd"] == pytest.approx(expected) and expected > 0
+        assert result.teacher["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows))

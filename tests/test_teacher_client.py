@@ -235,6 +235,9 @@ def test_malformed_reply_then_success(srv: FakeOpenAI, action: str):
     result, stats = complete_once(make_cfg(srv))
     assert isinstance(result, Completion) and result.text
     assert srv.chat_count == 2 and stats.retries == 1 and stats.failures == 0
+    # a reply without choices still reports usage, and usage is what a provider bills
+    billed = 2 if action == "empty_choices" else 1
+    assert stats.prompt_tokens == billed * result.prompt_tokens
 
 
 def test_persistent_malformed_reason(srv: FakeOpenAI):

@@ -207,7 +207,7 @@ def test_client_reserves_estimated_tokens_and_reconciles(srv: FakeOpenAI):
         return out, client.limiter.tokens.level
 
     (results, level), stats = run(sequential, cfg, vt=vt)
-    assert vt.delays == []
+    assert len(results) == 10 and vt.delays == []
     assert level == pytest.approx(600 - stats.prompt_tokens - stats.completion_tokens)
 
     vt = VirtualTime()
@@ -239,7 +239,9 @@ def test_429_pauses_every_request_of_the_client(srv: FakeOpenAI):
     async def go():
         async with TeacherClient(cfg) as client:
             first = asyncio.ensure_future(client.complete(user("first"), temperature=0, max_tokens=8))
-            while client.limiter.pauses == 0:
+            deadline = time.monotonic() + 3.0
+            while client.limiter.pauses == 0:  # the 429 came back and paused the client
+                assert time.monotonic() < deadline, "the 429 did not pause the client"
                 await asyncio.sleep(0.005)
             paused_until = client.limiter.paused_until
             others = await asyncio.gather(*(client.complete(user(f"other{i}"), temperature=0, max_tokens=8)
@@ -248,6 +250,7 @@ def test_429_pauses_every_request_of_the_client(srv: FakeOpenAI):
 
     paused_until, first, others, stats = asyncio.run(go())
     assert stats.retries == 1 and stats.requests_sent == 5
+    assert first.text.endswith("first") and [o.text[-6:] for o in others] == ["other0", "other1", "other2"]
     assert sorted(q for q, _ in received) == ["first", "other0", "other1", "other2"]
     # nobody reached the server before the pause was over (without the pause the others
     # would have been answered ~0.4 s earlier)
@@ -334,7 +337,7 @@ def test_structured_output_parses_and_caches(srv: FakeOpenAI, tmp_path: Path):
     srv.responder = ScriptedReplies(['{"answer": 7, "reasoning": "7 is prime"}'])
     cfg = make_cfg(srv)
     with RequestCache(tmp_path / "c.sqlite") as cache:
-        c, stats = run(lambda cl: cl.complete_structured(MESSAGES, Answer, temperature=0, max_tokens=64), cfg, cache)
+        c, _ = run(lambda cl: cl.complete_structured(MESSAGES, Answer, temperature=0, max_tokens=64), cfg, cache)
         again, _ = run(lambda cl: cl.complete_structured(MESSAGES, Answer, temperature=0, max_tokens=64), cfg, cache)
     assert c.parsed == Answer(answer=7, reasoning="7 is prime") and not c.cached
     assert again.cached and again.parsed == c.parsed and srv.chat_count == 1
@@ -486,6 +489,7 @@ def test_complete_n_truncated_choices_are_asked_again_alone(srv: FakeOpenAI):
     srv.script(["length"])  # the n request: every choice cut off
     cfg = make_cfg(srv, retry_on_length=True)
     samples, stats = run(lambda cl: cl.complete_n(MESSAGES, 2, temperature=0.9, max_tokens=32, seed=1), cfg)
+    assert stats.retries == 0 and stats.requests_sent == 3
     bodies = chat_bodies(srv)
     assert [(b.get("n"), b["max_tokens"]) for b in bodies] == [(2, 32), (None, 64), (None, 64)]
     assert all(s.finish_reason == "stop" for s in samples)

@@ -276,7 +276,7 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
                           answer_correct=(answers_match(answer, s.gold_answer, answer_type=s.answer_type)
                                           if s.gold_answer is not None else None),
                           request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
-                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
+                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd)
         if method == "pot":
             row["pot_status"], row["pot_error"] = pot_status, pot_error
         return row, None

@@ -421,7 +421,7 @@ async def generate_textbooks(client: TeacherClient, cells: Sequence[TextbookCell
         text = c.text.strip()
         row = make_sample("textbook", text, messages + [{"role": "assistant", "content": text}], **common,
                           request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
-                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
+                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd)
         return row, None
 
     results = await asyncio.gather(*(one(i, cell) for i, cell in enumerate(cells)))

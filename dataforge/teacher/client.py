@@ -376,6 +376,7 @@ class TeacherClient:
         self.cfg = cfg
         self.cache = cache
         self.base_url = base_url or cfg.resolved_base_url()
+        self._public_base_url = _public_url(self.base_url)
         self.stats = TeacherStats()
         self._sleep = sleep
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, clock=clock, sleep=sleep)
@@ -483,6 +484,17 @@ class TeacherClient:
             self.limiter.reconcile(reserved, prompt_tokens + completion_tokens)
         return body
 
+    def _bill(self, body: dict, tally: _Tally) -> None:
+        prompt_tokens, completion_tokens = _usage(body)
+        if not (prompt_tokens or completion_tokens):
+            return
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        cost = self._price(prompt_tokens, completion_tokens, model)
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        self.stats.cost_usd += cost
+        tally.cost_usd += cost
+
     def _downgrade_structured(self, wire: dict, err: openai.APIStatusError, tally: _Tally) -> bool:
         """With ``structured_output: auto``, an endpoint that refuses ``response_format`` type
         ``json_schema`` (llama-cpp-python's server answers 500 with a validation error) is
@@ -514,6 +526,7 @@ class TeacherClient:
             rate_limited = False
             try:
                 body = await self._post(messages, wire, est)
+                self._bill(body, tally)  # what the server reports using is paid, usable or not
                 _check_body(body)
             except openai.APIStatusError as err:
                 status = err.status_code
@@ -532,13 +545,6 @@ class TeacherClient:
             except _MalformedResponse as err:
                 reason, detail = "malformed_response", str(err)
             else:
-                prompt_tokens, completion_tokens = _usage(body)
-                model = body.get("model") if isinstance(body.get("model"), str) else None
-                cost = self._price(prompt_tokens, completion_tokens, model)
-                self.stats.prompt_tokens += prompt_tokens
-                self.stats.completion_tokens += completion_tokens
-                self.stats.cost_usd += cost
-                tally.cost_usd += cost
                 return body
 
             if tally.attempts >= max_attempts:
@@ -598,6 +604,9 @@ class TeacherClient:
 
     def _store(self, key: str, messages: list[dict], params: dict, sample_index: int, wire: dict, body: dict,
                tally: _Tally, cost_usd: float, extra: dict | None = None) -> None:
+        """Commit an accepted answer before handing it out. Synchronous on purpose: a WAL
+        commit costs ~0.2 ms, and moving it to a worker thread measured no faster
+        (benchmarks/bench_teacher_client.py, A/B in RESULTS.md)."""
         if self.cache is None:
             return
         request: dict[str, Any] = {
@@ -605,7 +614,7 @@ class TeacherClient:
             "messages": messages,
             "params": params,
             "sample_index": sample_index,
-            "base_url": _public_url(self.base_url),
+            "base_url": self._public_base_url,
             "attempts": tally.attempts,
             "cost_usd": round(cost_usd, 10),
         }
@@ -650,10 +659,10 @@ class TeacherClient:
                         f" with max_tokens={wire['max_tokens']}" if problem == "length" else "")
 
     async def _counted(self, messages: list[dict], params: dict, key: str, sample_index: int, *,
-                       schema: type[pydantic.BaseModel] | None = None, start_max_tokens: int | None = None) -> Completion:
+                       schema: type[pydantic.BaseModel] | None = None) -> Completion:
+        """:meth:`_fresh`, counting a request that gives up in ``stats.failures``."""
         try:
-            return await self._fresh(messages, params, key, sample_index, schema=schema,
-                                     start_max_tokens=start_max_tokens)
+            return await self._fresh(messages, params, key, sample_index, schema=schema)
         except TeacherError:
             self.stats.failures += 1
             raise
