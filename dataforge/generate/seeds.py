@@ -40,6 +40,7 @@ from typing import Any, Literal, get_args
 
 from dataforge.config import ConfigError
 from dataforge.generate.answers import Choice, format_options, gold_from_gsm8k, parse_gold, parse_options
+from dataforge.tabular import Quarantined, iter_json_lines, iter_lines, write_quarantine  # noqa: F401 (re-exported)
 
 log = logging.getLogger("dataforge.seeds")
 
@@ -63,21 +64,6 @@ class Seed:
     answer_type: str = "numeric"  # numeric | option | yesno | text (dataforge.generate.answers)
     options: tuple[Choice, ...] = ()
     record: int | None = None  # index of the record in a JSON array
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    file: str
-    line: int
-    reason: str
-    raw: str
-    record: int | None = None  # index in a JSON array; None for line formats
-
-    def as_dict(self) -> dict:
-        d: dict = {"file": self.file, "line": self.line, "reason": self.reason, "raw": self.raw}
-        if self.record is not None:
-            d["record"] = self.record
-        return d
 
 
 def seed_id(question: str) -> str:
@@ -114,25 +100,14 @@ def _require_file(path: Path) -> None:
         raise FileNotFoundError(f"seed file not found: {path}")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not data
-        for lineno, raw in enumerate(f, start=1):
-            yield lineno, raw.rstrip("\n").rstrip("\r")
+_lines = iter_lines
 
 
 def _json_lines(path: Path, c: _Collector) -> Iterator[tuple[int, str, dict]]:
     """The JSON objects of a JSON-lines file; bad lines go to the collector's quarantine."""
-    for lineno, raw in _lines(path):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            c.reject(path, lineno, f"not valid JSON: {err.msg} at column {err.colno}", raw)
-            continue
-        if not isinstance(obj, dict):
-            c.reject(path, lineno, f"expected a JSON object, got {type(obj).__name__}", raw)
+    for lineno, obj, err, raw in iter_json_lines(path):
+        if obj is None:
+            c.reject(path, lineno, err or "unreadable", raw)
             continue
         yield lineno, raw, obj
 
@@ -496,11 +471,3 @@ def load_seeds(paths: Sequence[str | Path], fmt: str = "auto", question_field: s
     return c.seeds, c.bad
 
 
-def write_quarantine(path: Path, rows: list[Quarantined]) -> None:
-    """Append quarantined rows to a JSON-lines file (created only when there are rows)."""
-    if not rows:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")

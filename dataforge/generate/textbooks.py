@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from dataforge.config import ConfigError, TextbookConfig
 from dataforge.curate.diversity_metrics import distinct_n
-from dataforge.generate.seeds import Quarantined
+from dataforge.tabular import Quarantined, iter_json_lines
 from dataforge.generate.taxonomy import LoadedTaxonomy, TopicUnit, inline_units, load_taxonomies
 from dataforge.generate.textbook_prompts import (
     PASSAGE_TEMPLATE,
@@ -131,19 +131,12 @@ def load_passages(path: str | Path, text_field: str = "text", id_field: str | No
         for i, row in enumerate(table.select(cols).to_pylist(), start=1):
             take(i, row, json.dumps(row, ensure_ascii=False, default=str))
     else:
-        with open(p, encoding="utf-8-sig", errors="replace") as f:
-            for lineno, raw in enumerate(f, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    bad.append(Quarantined(str(p), lineno, f"not valid JSON: {err.msg} at column {err.colno}",
-                                           raw.rstrip("\n")[:2000]))
-                    log.warning("%s line %d: not valid JSON (quarantined)", p, lineno)
-                    continue
-                take(lineno, obj, raw.rstrip("\n"))
+        for lineno, obj, err, raw in iter_json_lines(p):
+            if obj is None:
+                bad.append(Quarantined(str(p), lineno, err or "unreadable", raw[:2000]))
+                log.warning("%s line %d: %s (quarantined)", p, lineno, err)
+                continue
+            take(lineno, obj, raw)
     if not passages:
         first = "; ".join(f"line {q.line}: {q.reason}" for q in bad[:3])
         raise PassageError(f"textbooks.passages: {p}: no usable passage"

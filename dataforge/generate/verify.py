@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from dataforge.generate.answers import (ANSWER_TYPES, Choice, answers_match, extract_answer, infer_answer_type,
                                         parse_gold, parse_options)
-from dataforge.generate.seeds import Quarantined, write_quarantine
+from dataforge import tabular
+from dataforge.tabular import Quarantined, write_quarantine
 
 VERDICTS = ("correct", "incorrect", "no_answer", "no_gold")
 
@@ -81,34 +82,10 @@ class Fields:
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
     """(line or row number, record or None, error or None, raw text) for each record."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
-            for lineno, raw in enumerate(f, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    yield lineno, None, f"not valid JSON: {err.msg} at column {err.colno}", raw.rstrip("\n")
-                    continue
-                if not isinstance(obj, dict):
-                    yield lineno, None, f"expected a JSON object, got {type(obj).__name__}", raw.rstrip("\n")
-                    continue
-                yield lineno, obj, None, raw.rstrip("\n")
-    elif suffix == ".parquet":
-        try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise VerifyError(f"{path}: not a readable Parquet file: {err}") from None
-        n = 0
-        for batch in pf.iter_batches(batch_size=4096):
-            for rec in batch.to_pylist():
-                n += 1
-                yield n, rec, None, ""
-    else:
-        raise VerifyError(f"{path}: unknown input format {suffix!r}; expected .jsonl or .parquet")
+    try:
+        yield from tabular.iter_records(path)
+    except tabular.InputError as err:
+        raise VerifyError(str(err)) from None
 
 
 def _options_from(value: Any) -> tuple[Choice, ...] | None:
