@@ -179,6 +179,17 @@ def runs(data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_
     print_table(pa.Table.from_pylist(rows) if rows else pa.table({"run": pa.array([], pa.string())}))
 
 
+def _final_stage_of(r: Run) -> str:
+    """The last curation stage the run committed (else its last generation stage)."""
+    from dataforge.warehouse import CURATION_ORDER
+
+    stages = r.load_record().stages
+    for s in [*reversed(CURATION_ORDER), "cot", "textbooks"]:
+        if s in stages and stages[s].status in ("completed", "skipped"):
+            return s
+    return "dedup"
+
+
 @app.command()
 def export(
     run_id: Optional[str] = typer.Option(None, "--run", help="Run id [default: the latest run]"),
@@ -197,7 +208,7 @@ def export(
         _fail(f"--formats: unknown format(s) {bad}; choose from jsonl, parquet")
     r = _pick_run(data_root, run_id)
     try:
-        out, manifest = export_run(r, stage or "dedup", name, fmts)
+        out, manifest = export_run(r, stage or _final_stage_of(r), name, fmts)
     except StageNotCommitted as e:
         _fail(str(e))
     console.print(f"exported {manifest['rows']} rows to {out}")

@@ -329,6 +329,18 @@ class DedupConfig(_Model):
     seed: int = 1
 
 
+class QualityConfig(_Model):
+    """fastText quality scoring (dataforge.curate.quality); off unless a model is named."""
+
+    enabled: bool = False
+
+
+class DecontamConfig(_Model):
+    """Benchmark decontamination (dataforge.curate.decontam); off unless benchmarks are named."""
+
+    enabled: bool = False
+
+
 class ExportConfig(_Model):
     name: str = "default"
     formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"], min_length=1)
@@ -350,7 +362,9 @@ class PipelineConfig(_Model):
     textbooks: TextbookConfig = TextbookConfig()
     cot: CotConfig = CotConfig()
     heuristics: HeuristicsConfig = HeuristicsConfig()
+    quality: QualityConfig = QualityConfig()
     dedup: DedupConfig = DedupConfig()
+    decontam: DecontamConfig = DecontamConfig()
     export: ExportConfig = ExportConfig()
 
     # where the YAML came from; relative paths inside it resolve against its folder

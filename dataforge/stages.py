@@ -37,7 +37,7 @@ from dataforge.teacher import RequestCache, TeacherClient, TeacherStats
 log = logging.getLogger("dataforge.stages")
 
 GENERATION_STAGES = ("textbooks", "cot")
-CURATION_STAGES = ("heuristics", "dedup")
+CURATION_STAGES = ("heuristics", "quality", "dedup", "decontam")
 
 
 @dataclass
@@ -223,22 +223,66 @@ def enabled_generation(cfg: PipelineConfig) -> list[str]:
     return [s for s in GENERATION_STAGES if getattr(cfg, s).enabled]
 
 
+# --- curation: a chain of stages, each reading the kept rows of the enabled stage before it ---
+#
+# A *sharded* stage maps each input shard to one output shard independently (so flows/ can fan
+# shards out to workers); a *whole* stage sees all its input rows at once (dedup compares rows
+# across shards). Each takes a table and the pipeline config and returns (kept, rejected), the
+# rejected rows carrying drop_stage / drop_reason (records.with_drop).
+
+ApplyFn = Callable[[pa.Table, PipelineConfig], tuple[pa.Table, pa.Table]]
+
+SHARDED_STAGES: dict[str, ApplyFn] = {
+    "heuristics": lambda table, cfg: apply_heuristics(table, cfg.heuristics),
+}
+WHOLE_STAGES: dict[str, ApplyFn] = {
+    "dedup": lambda table, cfg: apply_dedup(table, cfg.dedup),
+}
+
+
+def enabled_curation(cfg: PipelineConfig) -> list[str]:
+    """The curation stages this config runs, in order."""
+    return [s for s in CURATION_STAGES if getattr(cfg, s).enabled]
+
+
+def curation_inputs_of(cfg: PipelineConfig, stage: str) -> list[str]:
+    """The stage(s) whose kept rows ``stage`` reads: the enabled curation stage before it, or
+    the generation stages for the first one."""
+    before = [s for s in enabled_curation(cfg) if CURATION_STAGES.index(s) < CURATION_STAGES.index(stage)]
+    return [before[-1]] if before else enabled_generation(cfg)
+
+
+def curation_io(run: Run, cfg: PipelineConfig, stage: str) -> StageIO:
+    return StageIO(run, cfg, stage, curation_inputs_of(cfg, stage), [stage])
+
+
+def curation_inputs(run: Run, cfg: PipelineConfig, stage: str) -> list[Path]:
+    """The committed shards ``stage`` reads."""
+    return [p for s in curation_inputs_of(cfg, stage) for p in manifest_files(run.stage_dir(s))]
+
+
 def heuristics_io(run: Run, cfg: PipelineConfig) -> StageIO:
-    return StageIO(run, cfg, "heuristics", enabled_generation(cfg), ["heuristics"])
+    return curation_io(run, cfg, "heuristics")
 
 
 def heuristics_inputs(run: Run, cfg: PipelineConfig) -> list[Path]:
     """The shards the heuristics stage reads: every committed generation shard."""
-    return [p for s in enabled_generation(cfg) for p in manifest_files(run.stage_dir(s))]
+    return curation_inputs(run, cfg, "heuristics")
+
+
+def run_sharded_shard(run: Run, cfg: PipelineConfig, stage: str, shard: int, path: Path
+                      ) -> tuple[list[dict], list[dict], int]:
+    """Run a sharded stage on one input shard; returns its file entries (not yet committed)
+    and its row count."""
+    io = curation_io(run, cfg, stage)
+    table = pq.read_table(path)
+    kept, rejected = SHARDED_STAGES[stage](table, cfg)
+    ke, re_ = io.write_shard(shard, kept, rejected)
+    return [e.as_dict() for e in ke], [e.as_dict() for e in re_], table.num_rows
 
 
 def run_heuristics_shard(run: Run, cfg: PipelineConfig, shard: int, path: Path) -> tuple[list[dict], list[dict], int]:
-    """Filter one input shard; returns its file entries (not yet committed) and its row count."""
-    io = heuristics_io(run, cfg)
-    table = pq.read_table(path)
-    kept, rejected = apply_heuristics(table, cfg.heuristics)
-    ke, re_ = io.write_shard(shard, kept, rejected)
-    return [e.as_dict() for e in ke], [e.as_dict() for e in re_], table.num_rows
+    return run_sharded_shard(run, cfg, "heuristics", shard, path)
 
 
 def commit_sharded(io: StageIO, shard_results: Sequence[tuple[list[dict], list[dict], int]], t0: float) -> StageResult:
@@ -250,47 +294,78 @@ def commit_sharded(io: StageIO, shard_results: Sequence[tuple[list[dict], list[d
                        rows_dropped=sum(e.rows for e in rej), seconds=time.perf_counter() - t0)
 
 
-def _empty_output_schema(io: StageIO) -> pa.Schema:
-    if io.stage == "heuristics":
-        kept, _ = apply_heuristics(SAMPLE_SCHEMA.empty_table(), io.cfg.heuristics)
-        return kept.schema
+def _input_schema(io: StageIO) -> pa.Schema:
+    """The schema of the rows this stage reads (for an empty input)."""
+    prev = io.inputs[0] if io.inputs else None
+    if prev in CURATION_STAGES:
+        return _empty_output_schema(StageIO(io.run, io.cfg, prev, curation_inputs_of(io.cfg, prev), [prev]))
     return SAMPLE_SCHEMA
 
 
-def run_heuristics(run: Run, cfg: PipelineConfig, map_shards: Callable | None = None) -> StageResult:
-    """The whole heuristics stage; ``map_shards(fn, items)`` lets a caller fan shards out."""
-    io = heuristics_io(run, cfg)
+def _empty_output_schema(io: StageIO) -> pa.Schema:
+    """The kept schema of a stage whose input has no rows: its function run on an empty table."""
+    fn = SHARDED_STAGES.get(io.stage) or WHOLE_STAGES.get(io.stage)
+    if fn is None:
+        return SAMPLE_SCHEMA
+    kept, _ = fn(_input_schema(io).empty_table(), io.cfg)
+    return kept.schema
+
+
+def run_sharded(run: Run, cfg: PipelineConfig, stage: str, map_shards: Callable | None = None) -> StageResult:
+    """A whole sharded stage; ``map_shards(fn, items)`` lets a caller fan shards out."""
+    io = curation_io(run, cfg, stage)
     if io.done():
         return io.previous_result()
     t0 = time.perf_counter()
     io.begin()
-    items = list(enumerate(heuristics_inputs(run, cfg)))
+    items = list(enumerate(curation_inputs(run, cfg, stage)))
     mapper = map_shards or (lambda fn, xs: [fn(*x) for x in xs])
-    results = mapper(lambda shard, path: run_heuristics_shard(run, cfg, shard, path), items)
+    results = mapper(lambda shard, path: run_sharded_shard(run, cfg, stage, shard, path), items)
     return commit_sharded(io, results, t0)
 
 
-def dedup_io(run: Run, cfg: PipelineConfig) -> StageIO:
-    return StageIO(run, cfg, "dedup", ["heuristics"], ["dedup"])
+def run_heuristics(run: Run, cfg: PipelineConfig, map_shards: Callable | None = None) -> StageResult:
+    return run_sharded(run, cfg, "heuristics", map_shards)
 
 
-def run_dedup(run: Run, cfg: PipelineConfig) -> StageResult:
-    io = dedup_io(run, cfg)
+def run_whole(run: Run, cfg: PipelineConfig, stage: str) -> StageResult:
+    """A stage that needs all its input rows at once."""
+    io = curation_io(run, cfg, stage)
     if io.done():
         return io.previous_result()
     t0 = time.perf_counter()
     io.begin()
-    table = run.read("heuristics")
-    kept, rejected = apply_dedup(table, cfg.dedup)
+    paths = curation_inputs(run, cfg, stage)
+    table = (pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive") if paths
+             else _input_schema(io).empty_table())
+    kept, rejected = WHOLE_STAGES[stage](table, cfg)
     ke, re_ = io.write_shard(0, kept, rejected)
     io.commit(ke, re_, kept.schema)
-    return StageResult("dedup", rows_in=table.num_rows, rows_kept=kept.num_rows, rows_dropped=rejected.num_rows,
+    return StageResult(stage, rows_in=table.num_rows, rows_kept=kept.num_rows, rows_dropped=rejected.num_rows,
                        seconds=time.perf_counter() - t0)
+
+
+def dedup_io(run: Run, cfg: PipelineConfig) -> StageIO:
+    return curation_io(run, cfg, "dedup")
+
+
+def run_dedup(run: Run, cfg: PipelineConfig) -> StageResult:
+    return run_whole(run, cfg, "dedup")
+
+
+def run_curation_stage(run: Run, cfg: PipelineConfig, stage: str, map_shards: Callable | None = None) -> StageResult:
+    if stage in SHARDED_STAGES:
+        return run_sharded(run, cfg, stage, map_shards)
+    return run_whole(run, cfg, stage)
 
 
 def final_stage(cfg: PipelineConfig) -> str:
     """The stage whose kept rows are the run's output."""
-    return CURATION_STAGES[-1]
+    cur = enabled_curation(cfg)
+    if cur:
+        return cur[-1]
+    gen = enabled_generation(cfg)
+    return gen[-1] if gen else CURATION_STAGES[0]
 
 
 def run_export(run: Run, cfg: PipelineConfig) -> StageResult:
@@ -337,7 +412,7 @@ def open_run(cfg: PipelineConfig, run_id: str | None = None) -> Run:
     else:
         rec = RunRecord(run_id=run.run_id, name=cfg.name, created_at=now_utc().isoformat(),
                         config=cfg.snapshot(), versions=package_versions())
-    for s in (*enabled_generation(cfg), *CURATION_STAGES, "export"):
+    for s in (*enabled_generation(cfg), *enabled_curation(cfg), "export"):
         rec.stages.setdefault(s, StageStatus())
     run.save_record(rec)
     return run

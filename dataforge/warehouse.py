@@ -15,7 +15,8 @@ from dataforge.store import MANIFEST, Run, read_manifest
 
 WAREHOUSE_DIR = Path(__file__).resolve().parents[1] / "warehouse"
 
-STAGE_ORDER = ["textbooks", "cot", "heuristics", "dedup", "export"]
+CURATION_ORDER = ["heuristics", "quality", "dedup", "decontam"]
+STAGE_ORDER = ["textbooks", "cot", *CURATION_ORDER, "export"]
 
 
 def committed_dirs(run: Run, rejected: bool) -> list[Path]:
@@ -57,7 +58,7 @@ def _stages_table(run: Run) -> pa.Table:
     rec = run.load_record()
     names = list(rec.stages)
     names.sort(key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
-    curation = [s for s in names if s in ("heuristics", "dedup")]
+    curation = [s for s in names if s in CURATION_ORDER]
     final = curation[-1] if curation else None
     rows = []
     for i, s in enumerate(names):

@@ -3,7 +3,7 @@ has several (heuristics). Runs in-process on Prefect's temporary local API by de
 ``PREFECT_API_URL`` to use a server).
 
     seeds ──► textbooks ─┐
-                         ├─► heuristics (per shard) ──► dedup ──► export
+                         ├─► heuristics (per shard) ─► quality (per shard) ─► dedup ─► decontam ─► export
     seeds ──► cot ───────┘
 """
 
@@ -40,14 +40,25 @@ def cot_task(run: Run, cfg: PipelineConfig, base_url: str | None) -> stages.Stag
     return stages.run_cot(run, cfg, base_url)
 
 
-@task(name="heuristics-shard", cache_policy=NO_CACHE)
-def heuristics_shard_task(run: Run, cfg: PipelineConfig, shard: int, path: Path):
-    return stages.run_heuristics_shard(run, cfg, shard, path)
+@task(name="curate-shard", task_run_name="{stage}-shard-{shard}", cache_policy=NO_CACHE)
+def shard_task(run: Run, cfg: PipelineConfig, stage: str, shard: int, path: Path):
+    return stages.run_sharded_shard(run, cfg, stage, shard, path)
 
 
-@task(name="dedup", cache_policy=NO_CACHE)
-def dedup_task(run: Run, cfg: PipelineConfig) -> stages.StageResult:
-    return stages.run_dedup(run, cfg)
+@task(name="curate", task_run_name="{stage}", cache_policy=NO_CACHE)
+def whole_task(run: Run, cfg: PipelineConfig, stage: str) -> stages.StageResult:
+    return stages.run_whole(run, cfg, stage)
+
+
+def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> stages.StageResult:
+    io = stages.curation_io(run, cfg, stage)
+    if io.done():
+        return io.previous_result()
+    t0 = time.perf_counter()
+    io.begin()
+    shards = list(enumerate(stages.curation_inputs(run, cfg, stage)))
+    futures = [shard_task.submit(run, cfg, stage, i, p) for i, p in shards]
+    return stages.commit_sharded(io, [f.result() for f in futures], t0)
 
 
 @task(name="export", cache_policy=NO_CACHE)
@@ -87,19 +98,12 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None) -> Run:
                 current = name
                 _record(run, results, fut.result())
 
-        current = "heuristics"
-        io = stages.heuristics_io(run, cfg)
-        if io.done():
-            _record(run, results, io.previous_result())
-        else:
-            h0 = time.perf_counter()
-            io.begin()
-            shards = list(enumerate(stages.heuristics_inputs(run, cfg)))
-            shard_futures = [heuristics_shard_task.submit(run, cfg, i, p) for i, p in shards]
-            _record(run, results, stages.commit_sharded(io, [f.result() for f in shard_futures], h0))
-
-        current = "dedup"
-        _record(run, results, dedup_task(run, cfg))
+        for stage in stages.enabled_curation(cfg):
+            current = stage
+            if stage in stages.SHARDED_STAGES:
+                _record(run, results, _run_sharded(run, cfg, stage))
+            else:
+                _record(run, results, whole_task(run, cfg, stage))
         current = "export"
         _record(run, results, export_task(run, cfg))
     except BaseException as err:
