@@ -246,6 +246,30 @@ SeedFormatName = Literal["auto", "gsm8k", "flan_tsv", "multiarith", "addsub", "s
                          "commonsenseqa", "strategyqa"]
 
 
+class SynthesisConfig(_Model):
+    """Question synthesis (dataforge/generate/synthesis.py; TinyGSM, Liu et al. 2023): new
+    problems written from the numeric seed questions, answered by the k CoT samples, their
+    samples kept only when ``agreement >= min_agreement`` (no gold answer to verify against).
+    """
+
+    enabled: bool = False
+    questions_per_seed: int = Field(1, ge=1, le=100)
+    max_questions: int | None = Field(None, ge=1)
+    temperature: float = Field(0.9, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(160, ge=16)
+    min_agreement: float = Field(0.75, gt=0.5, le=1)  # a strict majority at least
+    min_words: int = Field(8, ge=1)
+    max_words: int = Field(150, ge=1)
+    max_seed_similarity: float = Field(0.6, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _words(self) -> "SynthesisConfig":
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
 class CotConfig(_Model):
     """Chain-of-thought (and program-of-thought) solutions for seed questions with gold answers.
 
@@ -272,6 +296,7 @@ class CotConfig(_Model):
     max_tokens: int = Field(320, ge=16)
     keep: Literal["verified", "all"] = "verified"
     sandbox: PotSandboxConfig = PotSandboxConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
 
     @field_validator("seeds")
     @classmethod

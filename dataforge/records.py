@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 KINDS = ("textbook", "cot", "instruction", "document")
 
@@ -40,6 +40,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("passage_id", pa.string()),  # seed passage a textbook section was written from
         pa.field("seed_id", pa.string()),
         pa.field("seed_source", pa.string()),  # seed set the question came from (gsm8k, aqua, ...)
+        pa.field("parent_seed_id", pa.string()),  # a synthesized question: the seed it was written from
         pa.field("sample_index", pa.int32()),
         pa.field("gen_params", pa.string()),  # JSON of the generation parameters
         pa.field("request_hash", pa.string()),  # key of the teacher request cache

@@ -11,6 +11,7 @@ skipped on resume.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from dataforge.curate.dedup import apply_dedup
 from dataforge.curate.heuristics import apply_heuristics
 from dataforge.generate.cot import TRANSIENT_KEYS as COT_TRANSIENT_KEYS, generate_cot, methods_of, verdict
 from dataforge.generate.seeds import load_seeds, write_quarantine
+from dataforge.generate.synthesis import SynthResult, plan_parents, synthesize_questions
 from dataforge.generate.textbooks import generate_textbooks, plan_textbooks
 from dataforge.progress import progress_bar
 from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA, samples_to_table, with_drop
@@ -106,8 +108,39 @@ def _drop_table(rows: list[dict], stage: str) -> pa.Table:
     return with_drop(samples_to_table(rows), stage, reasons)
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def generation_input_files(cfg: PipelineConfig, stage: str) -> list[Path]:
+    """The files a generation stage reads besides its config: seed files (cot), taxonomy and
+    passage files (textbooks). Missing files are left to the stage to report."""
+    from dataforge.generate.seeds import expand_seed_paths
+    from dataforge.generate.taxonomy import resolve_taxonomy
+
+    files: list[Path] = []
+    try:
+        if stage == "cot":
+            files = expand_seed_paths([cfg.resolve_path(p) for p in cfg.cot.seed_paths()])
+        elif stage == "textbooks":
+            files = [resolve_taxonomy(t, cfg.resolve_path)[1] for t in cfg.textbooks.taxonomies]
+            if cfg.textbooks.passages:
+                files.append(cfg.resolve_path(cfg.textbooks.passages))
+    except (OSError, ValueError):
+        return []
+    return [f for f in files if f.is_file()]
+
+
 def _generation_io(run: Run, cfg: PipelineConfig, stage: str) -> StageIO:
-    return StageIO(run, cfg, stage, [], [stage, "seed"], extra_config=cfg.teacher_identity())
+    """A generation stage is done when the teacher, its config section, the run seed *and the
+    contents* of the files it reads are those of the committed output: editing a seed file in
+    place (same path) regenerates instead of silently reusing the old output."""
+    files = [_file_sha256(f) for f in generation_input_files(cfg, stage)]
+    return StageIO(run, cfg, stage, [], [stage, "seed"], extra_config={**cfg.teacher_identity(), "files": files})
 
 
 def generation_pending(run: Run, cfg: PipelineConfig) -> bool:
@@ -179,13 +212,24 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
     write_quarantine(quarantine, bad)
     if cfg.cot.max_questions:
         seeds = seeds[: cfg.cot.max_questions]
-    total = len(seeds) * cfg.cot.samples_per_question * len(methods_of(cfg.cot))
+    per_question = cfg.cot.samples_per_question * len(methods_of(cfg.cot))
+    synth_cfg = cfg.cot.synthesis
+    synth: SynthResult | None = None
 
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
+        nonlocal synth
         client, cache = _teacher_client(cfg, run, base_url)
         try:
-            with progress_bar("chain of thought", total, status=client.stats.summary) as advance:
-                rows, failures = await generate_cot(client, seeds, cfg.cot, run_id=run.run_id, seed=cfg.seed,
+            questions = list(seeds)
+            if synth_cfg.enabled:
+                n_synth = len(plan_parents(seeds, synth_cfg, cfg.seed))
+                with progress_bar("question synthesis", n_synth, status=client.stats.summary) as advance:
+                    synth = await synthesize_questions(client, seeds, synth_cfg, run_id=run.run_id, seed=cfg.seed,
+                                                       on_done=advance)
+                questions += synth.seeds
+            with progress_bar("chain of thought", len(questions) * per_question,
+                              status=client.stats.summary) as advance:
+                rows, failures = await generate_cot(client, questions, cfg.cot, run_id=run.run_id, seed=cfg.seed,
                                                     on_done=advance)
             return rows, failures, client.stats
         finally:
@@ -193,10 +237,13 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
             cache.close()
 
     rows, failures, stats = asyncio.run(go())
+    synth_rejected = synth.rejected if synth else []
+    total = (len(seeds) + (len(synth.seeds) if synth else 0)) * per_question + len(synth_rejected)
+    min_agreement = synth_cfg.min_agreement if synth_cfg.enabled else None
     kept, dropped = [], []
     program_status: Counter[str] = Counter()
     for r in rows:
-        reason = verdict(r, cfg.cot.keep)
+        reason = verdict(r, cfg.cot.keep, min_agreement)
         if r.get("pot_status"):
             program_status[r["pot_status"]] += 1
         for key in COT_TRANSIENT_KEYS:
@@ -206,14 +253,20 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
         else:
             r["drop_reason"] = reason
             dropped.append(r)
-    kept_e, rej_e = io.write_shard(0, samples_to_table(kept), _drop_table(failures + dropped, "cot"))
-    extra = {"seeds": len(seeds), "quarantined_seeds": len(bad),
+    synth_extra = ({"requests": synth.requests, "questions": len(synth.seeds),
+                    "rejected": dict(Counter(r["drop_reason"].split("(")[0] for r in synth_rejected)),
+                    "kept_samples": sum(1 for r in kept if r.get("parent_seed_id")),
+                    "questions_with_kept_samples": len({r["seed_id"] for r in kept if r.get("parent_seed_id")})}
+                   if synth else None)
+    kept_e, rej_e = io.write_shard(0, samples_to_table(kept), _drop_table(synth_rejected + failures + dropped, "cot"))
+    extra = {"seeds": len(seeds), "quarantined_seeds": len(bad), "synthesis": synth_extra,
              "quarantine_file": str(quarantine) if bad else None,
              "verified": sum(1 for r in rows if r["answer_correct"]),
              "seed_sources": dict(Counter(s.source for s in seeds)),
              "programs": dict(program_status) if program_status else None}
     io.commit(kept_e, rej_e, SAMPLE_SCHEMA, extra=extra)
-    return StageResult("cot", rows_in=total, rows_kept=len(kept), rows_dropped=len(failures) + len(dropped),
+    return StageResult("cot", rows_in=total, rows_kept=len(kept),
+                       rows_dropped=len(synth_rejected) + len(failures) + len(dropped),
                        seconds=time.perf_counter() - t0, teacher=stats.as_dict(), extra=extra)
 
 

@@ -266,3 +266,23 @@ def test_unknown_seed_format_is_a_clear_error(tmp_path):
     run = stages.open_run(cfg)
     with pytest.raises(ConfigError, match="cannot tell the seed format.*cot.seed_format"):
         stages.run_cot(run, cfg)
+
+
+def test_editing_a_seed_file_in_place_regenerates(tmp_path):
+    """The stage's config hash covers the contents of its seed files, not only their paths."""
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "#### 5"}) + "\n")
+    with FakeOpenAI(responder=cot_responder) as srv:
+        cfg_path = tmp_path / "p.yaml"
+        cfg_path.write_text(yaml.safe_dump({
+            "name": "edit", "data_root": str(tmp_path / "data"),
+            "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "fake", "max_attempts": 1},
+            "textbooks": {"enabled": False}, "cot": {"seeds": "seeds.jsonl", "samples_per_question": 1}}))
+        cfg = load_config(cfg_path)
+        run = stages.open_run(cfg)
+        stages.run_cot(run, cfg)
+        assert stages.run_cot(run, cfg).skipped
+        seeds.write_text(json.dumps({"question": "What is 4 + 4?", "answer": "#### 8"}) + "\n")
+        again = stages.run_cot(run, cfg)
+    assert not again.skipped
+    assert [r["question"] for r in pq.read_table(run.stage_dir("cot")).to_pylist()] == ["What is 4 + 4?"]

@@ -25,9 +25,9 @@ from dataforge.generate.textbooks import generate_textbooks, load_textbook_sourc
 from dataforge.teacher import Completion, RequestCache, TeacherClient, TeacherError, request_key
 from dataforge.teacher.batch import BatchTeacherClient, read_batch_states
 from fake_openai import FakeOpenAI, echo_responder
+from teacher_fixtures import KEY_ENV, fake_teacher_cfg
 
 SENTINEL = "sk-batch-SENTINEL-4242"
-KEY_ENV = "DATAFORGE_TEST_KEY"
 PARAMS = {"temperature": 0.7, "max_tokens": 64}
 
 
@@ -44,10 +44,8 @@ def srv():
 
 
 def make_cfg(srv: FakeOpenAI, **overrides) -> TeacherConfig:
-    values = dict(provider="openai", base_url=srv.base_url, model="fake-model", api_key_env=KEY_ENV, mode="batch",
-                  batch_poll_interval_s=0.01, backoff_initial_s=0.001, backoff_max_s=0.01, timeout_s=5, max_attempts=1)
-    values.update(overrides)
-    return TeacherConfig(**values)
+    return fake_teacher_cfg(srv, **{"mode": "batch", "batch_poll_interval_s": 0.01, "backoff_initial_s": 0.001,
+                                    "backoff_max_s": 0.01, "max_attempts": 1, **overrides})
 
 
 def prompts(n: int, tag: str = "q") -> list[list[dict]]:

@@ -25,27 +25,13 @@ from dataforge.teacher import (
     request_key,
 )
 from fake_openai import FakeOpenAI, echo_responder
+from teacher_fixtures import KEY_ENV, VirtualTime, fake_teacher_cfg
 
 SENTINEL = "sk-test-SENTINEL-123"
-KEY_ENV = "DATAFORGE_TEST_KEY"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a prime."}]
 
 
-class RecordingSleep:
-    """Stands in for asyncio.sleep: records each delay and returns at once. ``clock`` is a
-    virtual monotonic clock that only the recorded sleeps move forward."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        self.now += delay
-        await asyncio.sleep(0)
+RecordingSleep = VirtualTime
 
 
 @pytest.fixture(autouse=True)
@@ -60,19 +46,7 @@ def srv():
         yield server
 
 
-def make_cfg(srv: FakeOpenAI, **overrides) -> TeacherConfig:
-    values = dict(
-        provider="openai",
-        base_url=srv.base_url,
-        model="fake-model",
-        api_key_env=KEY_ENV,
-        backoff_initial_s=0.01,
-        backoff_max_s=5,
-        timeout_s=5,
-        max_attempts=4,
-    )
-    values.update(overrides)
-    return TeacherConfig(**values)
+make_cfg = fake_teacher_cfg
 
 
 def complete_once(cfg: TeacherConfig, cache: RequestCache | None = None, sleep=None, **kwargs):

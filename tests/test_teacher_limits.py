@@ -31,26 +31,10 @@ from dataforge.teacher import (
     request_key,
 )
 from fake_openai import FakeOpenAI, echo_responder
+from teacher_fixtures import KEY_ENV, VirtualTime, fake_teacher_cfg
 
 SENTINEL = "sk-test-LIMITS-SENTINEL-42"
-KEY_ENV = "DATAFORGE_TEST_KEY"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a prime."}]
-
-
-class VirtualTime:
-    """An injected clock and sleep: sleeping records the delay and moves the clock on at once."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.delays: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.delays.append(delay)
-        self.now += delay
-        await asyncio.sleep(0)
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +49,7 @@ def srv():
         yield server
 
 
-def make_cfg(srv: FakeOpenAI, **overrides) -> TeacherConfig:
-    values = dict(provider="openai", base_url=srv.base_url, model="fake-model", api_key_env=KEY_ENV,
-                  backoff_initial_s=0.01, backoff_max_s=5, timeout_s=5, max_attempts=4)
-    values.update(overrides)
-    return TeacherConfig(**values)
+make_cfg = fake_teacher_cfg
 
 
 def run(coro_fn: Callable, cfg: TeacherConfig, cache: RequestCache | None = None, vt: VirtualTime | None = None):

@@ -32,6 +32,7 @@ from dataforge.config import CotConfig
 from dataforge.generate.answers import Choice, answer_key, answers_match, extract_answer
 from dataforge.generate.pot import SandboxLimits, answer_from_result, extract_program, run_program
 from dataforge.generate.seeds import Seed
+from dataforge.generate.synthesis import consensus_verdict
 from dataforge.records import make_sample
 from dataforge.teacher import TeacherClient, TeacherError
 from dataforge.teacher.client import answered_at
@@ -243,6 +244,7 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
             messages = cot_messages(s.question, prompt, s.answer_type, s.options)
         sample_seed = seed + k
         common = dict(teacher_model=client.cfg.model, template=template, seed_id=s.seed_id, seed_source=s.source,
+                      parent_seed_id=s.parent_seed_id,
                       sample_index=k, gen_params={**params, "seed": sample_seed}, run_id=run_id, question=s.question,
                       gold_answer=s.gold_answer, system_prompt=prompt, method=method)
         try:
@@ -293,10 +295,17 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
 TRANSIENT_KEYS = ("pot_status", "pot_error")
 
 
-def verdict(row: dict, keep: str) -> str | None:
+def verdict(row: dict, keep: str, min_agreement: float | None = None) -> str | None:
     """None to keep the sample, else the drop reason. ``keep: verified`` keeps only samples
     whose answer matches the gold answer (questions without gold keep every sample whose
-    program, if any, ran); ``keep: all`` keeps everything."""
+    program, if any, ran); ``keep: all`` keeps everything. A sample of a *synthesized*
+    question (``parent_seed_id`` set, no gold) is kept only when its answer's share of the
+    votes is at least ``min_agreement`` (dataforge.generate.synthesis), whatever ``keep``."""
+    if row.get("parent_seed_id") and row.get("gold_answer") is None and min_agreement is not None:
+        status = row.get("pot_status")
+        if row.get("method") == "pot" and status is not None and status != "ok":
+            return f"program_failed:{status}"
+        return consensus_verdict(row, min_agreement)
     if keep == "all":
         return None
     status = row.get("pot_status")

@@ -64,6 +64,8 @@ class Seed:
     answer_type: str = "numeric"  # numeric | option | yesno | text (dataforge.generate.answers)
     options: tuple[Choice, ...] = ()
     record: int | None = None  # index of the record in a JSON array
+    parent_seed_id: str | None = None  # a synthesized question: the seed it was written from
+    synth_request_hash: str | None = None  # a synthesized question: the teacher request that wrote it
 
 
 def seed_id(question: str) -> str:
