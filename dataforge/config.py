@@ -366,6 +366,24 @@ class DecontamConfig(_Model):
     enabled: bool = False
 
 
+class JudgeConfig(_Model):
+    """AlpaGasus-style LLM-judge selection (dataforge/select/judge.py); off by default."""
+
+    enabled: bool = False
+
+
+class ColorConfig(_Model):
+    """CoLoR-Filter selection with the reference SLM (dataforge/select/color.py); off by default."""
+
+    enabled: bool = False
+
+
+class DiversityConfig(_Model):
+    """Quality-with-diversity selection (dataforge/select/diversity.py); off by default."""
+
+    enabled: bool = False
+
+
 class ExportConfig(_Model):
     name: str = "default"
     formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"], min_length=1)
@@ -390,6 +408,9 @@ class PipelineConfig(_Model):
     quality: QualityConfig = QualityConfig()
     dedup: DedupConfig = DedupConfig()
     decontam: DecontamConfig = DecontamConfig()
+    judge: JudgeConfig = JudgeConfig()
+    color: ColorConfig = ColorConfig()
+    diversity: DiversityConfig = DiversityConfig()
     export: ExportConfig = ExportConfig()
 
     # where the YAML came from; relative paths inside it resolve against its folder

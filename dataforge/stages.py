@@ -39,7 +39,9 @@ from dataforge.teacher import RequestCache, TeacherClient, TeacherStats
 log = logging.getLogger("dataforge.stages")
 
 GENERATION_STAGES = ("textbooks", "cot")
-CURATION_STAGES = ("heuristics", "quality", "dedup", "decontam")
+# curation, then selection (DESIGN.md: ... decontam ─► select ─► export); all are optional
+# except where their config enables them
+CURATION_STAGES = ("heuristics", "quality", "dedup", "decontam", "judge", "color", "diversity")
 
 
 @dataclass
@@ -295,7 +297,11 @@ WHOLE_STAGES: dict[str, ApplyFn] = {
 
 def enabled_curation(cfg: PipelineConfig) -> list[str]:
     """The curation stages this config runs, in order."""
-    return [s for s in CURATION_STAGES if getattr(cfg, s).enabled]
+    on = [s for s in CURATION_STAGES if getattr(cfg, s).enabled]
+    missing = [s for s in on if s not in SHARDED_STAGES and s not in WHOLE_STAGES]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: enabled in the config but not available in this version of dataforge")
+    return on
 
 
 def curation_inputs_of(cfg: PipelineConfig, stage: str) -> list[str]:

@@ -15,7 +15,7 @@ from dataforge.store import MANIFEST, Run, read_manifest
 
 WAREHOUSE_DIR = Path(__file__).resolve().parents[1] / "warehouse"
 
-CURATION_ORDER = ["heuristics", "quality", "dedup", "decontam"]
+CURATION_ORDER = ["heuristics", "quality", "dedup", "decontam", "judge", "color", "diversity"]
 STAGE_ORDER = ["textbooks", "cot", *CURATION_ORDER, "export"]
 
 
