@@ -72,7 +72,8 @@ def test_pipeline_on_the_real_local_model(tmp_path):
         "textbooks": {"topics": ["the water cycle"], "audiences": ["high school students"],
                       "styles": ["academic textbook"], "max_samples": 1, "max_tokens": 300},
         "cot": {"seeds": str(repo / "seeds" / "gsm8k_sample.jsonl"), "max_questions": 2,
-                "samples_per_question": 2, "max_tokens": 128, "keep": "all"},
+                "samples_per_question": 2, "max_tokens": 128, "keep": "all",
+                "synthesis": {"enabled": True, "max_questions": 2}},
         # a 300-token section can fall under Gopher's 50-word floor only if the model misbehaves;
         # keep the check on, so a broken generation shows up as a drop reason in the failure
     }
@@ -88,6 +89,11 @@ def test_pipeline_on_the_real_local_model(tmp_path):
     kinds = [x["kind"] for x in lines]
     assert kinds.count("textbook") >= 1, rec["stages"]
     assert kinds.count("cot") >= 1, rec["stages"]
+    # question synthesis ran on the real teacher: each of its 2 requests became a new question
+    # (answered by 2 samples, kept only on strong agreement) or a rejected row with its reason
+    synth = rec["stages"]["cot"]["extra"]["synthesis"]
+    assert synth["requests"] == 2 and synth["questions"] + sum(synth["rejected"].values()) == 2, synth
+    assert rec["stages"]["cot"]["rows_in"] == (2 + synth["questions"]) * 2 + sum(synth["rejected"].values())
     cot = [x for x in lines if x["kind"] == "cot"][0]
     assert cot["messages"][0]["role"] == "user" and len(cot["messages"][1]["content"]) > 20
     # the embedded teacher was stopped after generation

@@ -35,6 +35,8 @@ def _seed(q: str, atype: str = "numeric", source: str = "gsm8k") -> Seed:
      "A farm has 12 cows and sells 5 of them. How many cows are left?"),
     ("Sam saves $4 each week.\nHow much money\n does he save in 9 weeks? #### 36",
      "Sam saves $4 each week. How much money does he save in 9 weeks?"),
+    ("Example 3: Five cats eat 2 cans of food each day. How many cans do they eat in 4 days?",
+     "Five cats eat 2 cans of food each day. How many cans do they eat in 4 days?"),
     ("   ", ""),
 ])
 def test_clean_question(reply, expected):

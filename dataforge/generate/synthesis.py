@@ -47,8 +47,8 @@ SYSTEM = ("You write new math word problems for a school workbook. Each new prob
           "examples: new names, a new everyday situation and new numbers, with the same kind of reasoning. "
           "Write only the problem, ending with its question. Do not solve it.")
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:new\s+)?(?:math\s+)?(?:word\s+)?(?:problem|question)\s*(?:\d+)?\s*[:.)-]\s*(?:\*\*)?\s*",
-                    re.IGNORECASE)
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:new\s+)?(?:math\s+)?(?:word\s+)?(?:problem|question|example)\s*(?:\d+)?\s*[:.)-]"
+                    r"\s*(?:\*\*)?\s*", re.IGNORECASE)
 _CUT = re.compile(r"\n\s*(?:\*\*)?(?:solution|answer|step\s*1|let'?s|to solve|we (?:can|need))\b|####|"
                   r"\bthe answer is\b", re.IGNORECASE)
 _ASK = re.compile(r"\?|\b(?:how many|how much|what|find|calculate|compute|determine|work out)\b", re.IGNORECASE)
