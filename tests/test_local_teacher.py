@@ -69,8 +69,10 @@ def test_pipeline_on_the_real_local_model(tmp_path):
         "name": "local-test",
         "data_root": str(tmp_path / "data"),
         "teacher": {"provider": "local", "local": {"port": PORT}},
-        "textbooks": {"topics": ["the water cycle"], "audiences": ["high school students"],
-                      "styles": ["academic textbook"], "max_samples": 1, "max_tokens": 300},
+        "textbooks": {"topics": ["the water cycle", "fractions"],
+                      "audiences": ["young children", "high school students", "college students", "professionals"],
+                      "styles": ["academic textbook", "narrative", "how-to guide", "blog post"],
+                      "max_samples": 4, "max_tokens": 300},
         "cot": {"seeds": str(repo / "seeds" / "gsm8k_sample.jsonl"), "max_questions": 2,
                 "samples_per_question": 2, "max_tokens": 128, "keep": "all",
                 "synthesis": {"enabled": True, "max_questions": 2}},
@@ -94,6 +96,13 @@ def test_pipeline_on_the_real_local_model(tmp_path):
     synth = rec["stages"]["cot"]["extra"]["synthesis"]
     assert synth["requests"] == 2 and synth["questions"] + sum(synth["rejected"].values()) == 2, synth
     assert rec["stages"]["cot"]["rows_in"] == (2 + synth["questions"]) * 2 + sum(synth["rejected"].values())
+    # issue 3's check: textbooks across >= 3 audiences and styles; CoT samples with their
+    # agreement and verification filled
+    books = run.read("textbooks").to_pylist()
+    assert len({b["audience"] for b in books}) >= 3 and len({b["style"] for b in books}) >= 3, books
+    cots = run.read("cot").to_pylist()
+    assert cots and all(c["agreement"] is not None and c["votes"] is not None for c in cots)
+    assert all(c["answer_correct"] is not None for c in cots if c["gold_answer"] is not None)
     cot = [x for x in lines if x["kind"] == "cot"][0]
     assert cot["messages"][0]["role"] == "user" and len(cot["messages"][1]["content"]) > 20
     # the embedded teacher was stopped after generation
