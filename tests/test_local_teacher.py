@@ -112,4 +112,6 @@ def test_pipeline_on_the_real_local_model(tmp_path):
     # same config again: nothing reaches the teacher
     rec2 = json.loads(Run(cfg.data_root, pipeline(str(path))).record_path.read_text())
     assert rec2["teacher"]["requests_sent"] == 0
-    assert rec2["teacher"]["cache_hits"] == rec["teacher"]["requests_sent"]
+    # every answered request is a cache hit now (requests_sent counts HTTP attempts, retries too:
+    # on a busy machine a slow reply can time out and be asked again)
+    assert rec2["teacher"]["cache_hits"] == rec["teacher"]["requests_sent"] - rec["teacher"]["retries"]

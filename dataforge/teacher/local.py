@@ -53,6 +53,35 @@ def check_server_installed() -> None:
             "(or the README's set-up command; it builds from source in a few minutes)")
 
 
+# Loads the GGUF and decodes a multi-token chat prompt: a llama.cpp build whose CPU kernels this
+# machine cannot run (seen: a native build using AMX tiles crashed in llama_decode with SIGSEGV on
+# prompts of more than one token) dies here, instead of as "connection" errors in every request.
+_SELFCHECK = """
+import sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False)
+out = m.create_chat_completion(messages=[{"role": "user", "content": "Name one colour of the sky."}], max_tokens=4)
+assert out["choices"][0]["message"]["content"] is not None
+print("ok")
+"""
+
+
+def selfcheck(model_path: str | None = None, timeout_s: float = 120.0) -> tuple[bool, str]:
+    """Whether llama.cpp can load the teacher's weights and decode a chat prompt on this machine,
+    tried in a child process (a broken build crashes it, not us): ``(ok, detail)``."""
+    check_server_installed()
+    path = model_path or str(find_gguf())
+    try:
+        proc = subprocess.run([sys.executable, "-c", _SELFCHECK, path], capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {timeout_s:.0f}s"
+    if proc.returncode == 0 and proc.stdout.strip().endswith("ok"):
+        return True, "ok"
+    why = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+    return False, f"{why}: {proc.stderr.strip()[-500:]}"
+
+
 @dataclass
 class ServerState:
     pid: int
@@ -217,3 +246,11 @@ def local_teacher(cfg: TeacherConfig, state_dir: str | os.PathLike) -> Iterator[
     finally:
         if started:
             teacher.stop()
+
+
+if __name__ == "__main__":  # scripts/setup: `python -m dataforge.teacher.local --selfcheck`
+    if sys.argv[1:] != ["--selfcheck"]:
+        sys.exit("usage: python -m dataforge.teacher.local --selfcheck")
+    ok, detail = selfcheck()
+    print(f"[selfcheck] llama.cpp chat decode: {detail}")
+    sys.exit(0 if ok else 1)
