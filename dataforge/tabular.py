@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,43 @@ import pyarrow.parquet as pq
 log = logging.getLogger("dataforge.tabular")
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+# what reading a broken Parquet file can raise (a footer with invalid UTF-8 names: UnicodeDecodeError)
+PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
+# a JSON escape of a UTF-16 surrogate: valid JSON, but alone (unpaired) it is not text
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(raw: str, obj: object) -> bool:
+    """Whether JSON ``raw`` (decoded to ``obj``) holds an unpaired surrogate escape such as
+    ``"\\udc00"``: Python decodes it, but it cannot be written as UTF-8 (Arrow, files, HTTP)."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def decode_field_names(schema: pa.Schema) -> None:
+    """Read every (nested) field name: a Parquet footer with names that are not UTF-8 raises
+    UnicodeDecodeError here, inside the caller's error handling, rather than at first use."""
+    def visit(field: pa.Field) -> None:
+        _ = field.name
+        t = field.type
+        if pa.types.is_struct(t):
+            for i in range(t.num_fields):
+                visit(t.field(i))
+        elif pa.types.is_map(t):
+            visit(t.key_field)
+            visit(t.item_field)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            visit(t.value_field)
+
+    for f in schema:
+        visit(f)
 
 
 class InputError(ValueError):
@@ -49,6 +87,18 @@ class Quarantined:
         return d
 
 
+# characters that str.splitlines() (and some editors) take for line breaks, which JSON leaves raw
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _one_line_json(obj: dict) -> str:
+    """JSON that stays one line for any line splitter (raw text of a bad record can hold U+2028)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    for ch, esc in _LINE_BREAKS.items():
+        text = text.replace(ch, esc)
+    return text
+
+
 def write_quarantine(path: Path, rows: list[Quarantined]) -> None:
     """Append quarantined rows to a JSON-lines file (created only when there are rows)."""
     if not rows:
@@ -56,7 +106,7 @@ def write_quarantine(path: Path, rows: list[Quarantined]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
+            f.write(_one_line_json(r.as_dict()) + "\n")
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -80,6 +130,9 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict | None, str | None, 
         if not isinstance(obj, dict):
             yield lineno, None, f"expected a JSON object, got {type(obj).__name__}", raw
             continue
+        if lone_surrogate(line, obj):
+            yield lineno, None, "invalid Unicode: an unpaired surrogate escape (\\udXXX) is not text", raw
+            continue
         yield lineno, obj, None, raw
 
 
@@ -95,10 +148,19 @@ def iter_records(path: Path, batch_size: int = 4096) -> Iterator[tuple[int, dict
     elif suffix == ".parquet":
         try:
             pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as err:
+            decode_field_names(pf.schema_arrow)
+        except PARQUET_ERRORS as err:
             raise InputError(f"{path}: not a readable Parquet file: {err}") from None
         n = 0
-        for batch in pf.iter_batches(batch_size=batch_size):
+        batches = pf.iter_batches(batch_size=batch_size)
+        while True:
+            try:  # a file whose footer reads but whose pages are corrupt fails here, not above
+                batch = next(batches)
+                batch.validate(full=True)  # strings that are not UTF-8
+            except StopIteration:
+                break
+            except PARQUET_ERRORS as err:
+                raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
             for rec in batch.to_pylist():
                 n += 1
                 yield n, rec, None, ""
@@ -122,7 +184,9 @@ def read_text_table(path: str | Path, text_column: str = "text",
     if suffix == ".parquet":
         try:
             table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as err:
+            decode_field_names(table.schema)
+            table.validate(full=True)  # strings that are not UTF-8
+        except PARQUET_ERRORS as err:
             raise InputError(f"{path}: not a readable Parquet file: {err}") from None
         if text_column not in table.column_names:
             raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(table.column_names)}); "
@@ -152,7 +216,7 @@ def read_text_table(path: str | Path, text_column: str = "text",
             lines.append(lineno)
         try:
             table = pa.Table.from_pylist(recs) if recs else pa.table({text_column: pa.array([], pa.string())})
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types across rows: keep only the text
+        except (pa.ArrowException, OverflowError):  # mixed types across rows, ints beyond int64: keep only the text
             table = pa.table({text_column: [r[text_column] for r in recs]})
         table = table.append_column("source_row", pa.array(lines, pa.int64()))
     else:

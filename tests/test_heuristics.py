@@ -8,6 +8,7 @@ import pytest
 
 from dataforge.config import GopherQualityConfig, HeuristicsConfig
 from dataforge.curate.heuristics import (
+    GOPHER_QUALITY_RULE_NAMES,
     GOPHER_RULES,
     METRICS_SCHEMA,
     RULE_NAMES,
@@ -57,9 +58,11 @@ def reason_of(text: str, cfg: GopherQualityConfig | None = None) -> str | None:
 
 
 def test_rules_follow_config_field_order() -> None:
-    fields = [name for name in GopherQualityConfig.model_fields if name != "stop_words"]
+    fields = [name for name in GopherQualityConfig.model_fields
+              if name not in ("enabled", "stop_words", "definitions")]
     assert [rule.name for rule in GOPHER_RULES] == fields
-    assert RULE_NAMES == tuple(f"gopher_quality:{name}" for name in fields)
+    assert GOPHER_QUALITY_RULE_NAMES == tuple(f"gopher_quality:{name}" for name in fields)
+    assert RULE_NAMES[: len(fields)] == GOPHER_QUALITY_RULE_NAMES  # gopher_quality is the first family
     assert set(RULE_TEXTS) == set(fields)
 
 
@@ -158,7 +161,7 @@ def test_row_accounting_and_order() -> None:
     assert sorted(kept_ids + rejected.column("id").to_pylist()) == sorted(in_ids)
     assert kept_ids == [i for i in in_ids if i in set(kept_ids)]  # input order
     assert kept.column("kind").to_pylist() == ["textbook", "cot", "instruction", "textbook"]
-    assert set(rejected.column("drop_reason").to_pylist()) <= set(RULE_NAMES)
+    assert set(rejected.column("drop_reason").to_pylist()) <= set(GOPHER_QUALITY_RULE_NAMES)
     # every core column survives on both sides, and kept has no drop columns
     assert kept.column_names[: len(table.column_names)] == table.column_names
     assert "drop_reason" not in kept.column_names
@@ -197,7 +200,7 @@ def test_gopher_on_the_pile_sample(pile_docs: list[dict]) -> None:
     assert kept.num_rows + rejected.num_rows == 1000
     assert 100 < kept.num_rows < 900, "real web text: a fair share kept, a fair share dropped"
     reasons = rejected.column("drop_reason").to_pylist()
-    assert set(reasons) <= set(RULE_NAMES)
+    assert set(reasons) <= set(GOPHER_QUALITY_RULE_NAMES)
     assert "gopher_quality:min_doc_words" in reasons
 
     # Fewer than 50 whitespace tokens means fewer than 50 words: dropped by the first rule.
@@ -232,3 +235,425 @@ def test_gopher_on_the_pile_sample(pile_docs: list[dict]) -> None:
         return sum(flags) / len(flags)
 
     assert kept_share({"Github"}) < 0.5 < kept_share({"Wikipedia (en)", "OpenWebText2", "PubMed Abstracts"})
+
+
+# === Gopher repetition, C4, FineWeb quality (issue 4, part 1) ====================================
+
+from dataforge.config import (C4Config, FineWebQualityConfig, GopherRepetitionConfig,  # noqa: E402
+                              parse_config)
+from dataforge.curate import heuristics as H  # noqa: E402
+from dataforge.curate import wordtok  # noqa: E402
+
+ALL_FAMILIES = {"gopher_repetition": {"enabled": True}, "c4": {"enabled": True},
+                "fineweb_quality": {"enabled": True}}
+
+# Prose that passes every family with the default thresholds: 6+ sentences on lines that end in
+# punctuation, no repeated lines or n-grams, not too many newlines.
+PROSE = (
+    "Photosynthesis is the process by which green plants turn light into chemical energy.\n"
+    "Inside the leaves, chlorophyll absorbs sunlight and uses it to split water molecules. "
+    "Oxygen is released as a by-product of that reaction.\n"
+    "The energy captured this way drives the synthesis of sugars from carbon dioxide. "
+    "Those sugars feed the plant and, through the food chain, nearly every animal on Earth.\n"
+    "Without this process there would be very little oxygen in the atmosphere today."
+)
+
+
+def only(family: str, **fields) -> H.HeuristicsConfig:
+    """A config that runs one family (with ``fields`` overriding its config)."""
+    data = {f: {"enabled": f == family} for f in H.FAMILY_NAMES}
+    data[family].update(fields)
+    return H.HeuristicsConfig.model_validate(data)
+
+
+def decide(text: str, cfg: H.HeuristicsConfig, fast: bool = True) -> tuple[dict, str | None]:
+    metrics, reasons, _ = H.heuristics_table([text], cfg, fast=fast)
+    return metrics.to_pylist()[0], reasons[0]
+
+
+def test_prose_passes_every_family_on_both_paths() -> None:
+    cfg = H.HeuristicsConfig.model_validate(ALL_FAMILIES)
+    for fast in (True, False):
+        _, reason = decide(PROSE, cfg, fast)
+        assert reason is None
+
+
+def test_rule_names_and_config_fields() -> None:
+    rep_fields = [f for f in GopherRepetitionConfig.model_fields if f != "enabled"]
+    assert [r.name for r in H.GOPHER_REPETITION_RULES] == ["empty"] + rep_fields
+    assert "gopher_repetition:dup_line_frac" in H.RULE_NAMES and "c4:min_sentences" in H.RULE_NAMES
+    assert "fineweb_quality:list_ratio" in H.RULE_NAMES
+    assert len(set(H.RULE_NAMES)) == len(H.RULE_NAMES)
+    assert H.FAMILY_NAMES == ("gopher_quality", "gopher_repetition", "c4", "fineweb_quality")
+    # defaults are the published thresholds (Gopher Table A1, C4, FineWeb)
+    rep, c4, fw = GopherRepetitionConfig(), C4Config(), FineWebQualityConfig()
+    assert (rep.dup_line_frac, rep.dup_para_char_frac, rep.top_2_gram_char_frac, rep.dup_10_gram_char_frac) == \
+        (0.3, 0.2, 0.2, 0.10)
+    assert (c4.min_sentences, c4.min_words_per_line, c4.max_word_length) == (5, 3, 1000)
+    assert (fw.line_punct_ratio, fw.short_line_ratio, fw.short_line_length, fw.char_dup_ratio, fw.list_ratio) == \
+        (0.12, 0.67, 30, 0.01, 0.3)
+
+
+# Each repetition rule: a text, the metric by hand, and the rule fails just above / passes just at it.
+REPETITION_CASES = [
+    # 3 paragraphs, the 3rd repeats the 1st: 1/3 of paragraphs, 7 of 28 characters
+    ("dup_para_frac", "A para.\n\nOther one.\n\nA para.", 1 / 3),
+    ("dup_para_char_frac", "A para.\n\nOther one.\n\nA para.", 7 / 28),
+    # 3 lines, one repeats: 1/3 of lines, 3 of 9 characters
+    ("dup_line_frac", "x y\nz w\nx y", 1 / 3),
+    ("dup_line_char_frac", "x y\nz w\nx y", 3 / 11),
+    # tokens the cat the cat the cat: "the cat" x 3 = 21 of 23 characters
+    ("top_2_gram_char_frac", "the cat the cat the cat", 21 / 23),
+    ("top_3_gram_char_frac", "a b c a b c a b c d", (5 * 3) / 19),
+    ("top_4_gram_char_frac", "a b c d a b c d e", (7 * 2) / 17),
+    # a b c d e a b c d e: the second 5-gram repeats the first: 5 characters (joined) of 19
+    ("dup_5_gram_char_frac", "a b c d e a b c d e", 5 / 19),
+    ("dup_6_gram_char_frac", "a b c d e f a b c d e f", 6 / 23),
+    ("dup_10_gram_char_frac", " ".join("abcdefghij" * 2), 10 / 39),
+]
+
+
+@pytest.mark.parametrize("rule,text,expected", REPETITION_CASES, ids=[c[0] for c in REPETITION_CASES])
+def test_each_repetition_rule_on_both_sides_of_its_threshold(rule: str, text: str, expected: float) -> None:
+    off = {f: None for f in GopherRepetitionConfig.model_fields if f != "enabled"}
+    for fast in (True, False):
+        m, _ = decide(text, only("gopher_repetition", **off), fast)
+        assert m[f"heur_{rule}"] == pytest.approx(expected)
+        _, reason = decide(text, only("gopher_repetition", **{**off, rule: expected - 1e-6}), fast)
+        assert reason == f"gopher_repetition:{rule}"
+        _, reason = decide(text, only("gopher_repetition", **{**off, rule: expected}), fast)
+        assert reason is None  # the bound itself passes (drop when above)
+
+
+def test_repetition_order_and_empty() -> None:
+    text = "same line\nsame line\nsame line\nsame line"
+    _, reason = decide(text, only("gopher_repetition"))
+    assert reason == "gopher_repetition:dup_line_frac"  # 3/4 lines; paragraphs come first but there is one
+    assert decide("", only("gopher_repetition"))[1] == "gopher_repetition:empty"
+    assert decide("", only("gopher_repetition"), fast=False)[1] == "gopher_repetition:empty"
+
+
+def test_duplicated_ngram_scan_skips_past_a_repeat() -> None:
+    # datatrove's find_all_duplicate: after a repeated n-gram the scan jumps n words
+    words = "a b a b a b a".split()
+    assert H.duplicated_ngram_chars(words, 2) == 4  # "ab" at 2 (skip to 4), "ab" at 4 (skip to 6): 2 + 2
+    assert H.top_ngram_chars(words, 2) == len("a b") * 3
+    assert H.top_ngram_chars(["x"], 2) == 0
+
+
+C4_LINES = [
+    "The first sentence is here. The second one follows it.",
+    "A third sentence ends the line!",
+    "Is this the fourth sentence? It is, and this is the fifth.",
+]
+
+
+def test_c4_line_rules_and_cleaning() -> None:
+    text = "\n".join([
+        "Navigation menu",                                        # no terminal punctuation
+        C4_LINES[0],
+        "Too short.",                                             # fewer than 3 words
+        "Please enable JavaScript to view the comments.",         # javascript
+        "A third sentence[1] ends the line!",                     # citation removed, then kept
+        "This site uses cookies to improve your experience.",     # policy
+        "  " + C4_LINES[2] + "  ",
+        "x" * 1001 + " is a very long word.",                     # word over 1000 characters
+        "",
+        "Wait for it...",                                         # an ellipsis is no terminal mark
+    ])
+    cfg = only("c4")
+    for fast in (True, False):
+        metrics, reasons, cleaned = H.heuristics_table([text], cfg, fast=fast)
+        m = metrics.to_pylist()[0]
+        assert m["heur_c4_sentences"] == 5 and reasons == [None]
+        assert m["heur_c4_lines_removed"] == 6  # the blank line is not counted
+        assert not m["heur_c4_lorem_ipsum"] and not m["heur_c4_curly_bracket"]
+        assert cleaned == ["\n".join([C4_LINES[0], C4_LINES[1], C4_LINES[2]])]
+    # one sentence fewer: dropped; with the bound lowered, kept
+    short = "\n".join(C4_LINES[:2])
+    assert decide(short, cfg)[0]["heur_c4_sentences"] == 3
+    assert decide(short, cfg)[1] == "c4:min_sentences"
+    assert decide(short, only("c4", min_sentences=3))[1] is None
+    assert decide(short, only("c4", min_sentences=None))[1] is None
+    # line rules switched off keep the lines they would remove
+    m, _ = decide("Navigation menu\n" + short, only("c4", filter_no_terminal_punct=False))
+    assert m["heur_c4_lines_removed"] == 1  # still fewer than 3 words? no: "Navigation menu" has 2
+    m, _ = decide("Navigation menu here\n" + short, only("c4", filter_no_terminal_punct=False))
+    assert m["heur_c4_lines_removed"] == 0 and m["heur_c4_sentences"] == 4
+
+
+def test_c4_document_rules() -> None:
+    body = "\n".join(C4_LINES)
+    cfg = only("c4")
+    assert decide(body + "\nLorem ipsum dolor sit amet, consectetur.", cfg)[1] == "c4:lorem_ipsum"
+    assert decide(body + "\nThe map is {a: 1} in this code.", cfg)[1] == "c4:curly_bracket"
+    # a bracket on a line that a line rule removes first does not count (datatrove's order)
+    assert decide(body + "\nfunction f() {", cfg)[1] is None
+    assert decide(body + "\nThe javascript object {a: 1} is here.", cfg)[1] is None
+    assert decide(body + "\nThe map is {a: 1} in this code.", only("c4", filter_curly_bracket=False))[1] is None
+    # lorem ipsum comes before the bracket in the rule order
+    assert decide(body + "\nLorem ipsum {x} dolor sit.", cfg)[1] == "c4:lorem_ipsum"
+
+
+def test_fineweb_rules_on_both_sides() -> None:
+    cfg = only("fineweb_quality")
+    # 10 lines, 1 ends in punctuation: ratio 0.1 < 0.12
+    no_punct = "\n".join([f"line number {w} without any final mark at all here" for w in "abcdefghi"] +
+                         ["The last line ends well."])
+    for fast in (True, False):
+        m, reason = decide(no_punct, cfg, fast)
+        assert m["heur_fw_line_punct_ratio"] == pytest.approx(0.1)
+        assert reason == "fineweb_quality:line_punct_ratio"
+        assert decide(no_punct, only("fineweb_quality", line_punct_ratio=0.1), fast)[1] is None
+    zero = "no line here ends with any final mark at all\nand neither does this other line over here"
+    assert decide(zero, only("fineweb_quality", line_punct_exclude_zero=True, list_ratio=None))[1] is None
+    # short lines: 3 of 4 lines at most 30 characters (0.75 > 0.67)
+    short = "Short one.\nAnother short.\nThird short line.\nA long line that is certainly more than thirty characters."
+    m, reason = decide(short, cfg)
+    assert m["heur_fw_short_line_ratio"] == pytest.approx(0.75) and reason == "fineweb_quality:short_line_ratio"
+    assert decide(short, only("fineweb_quality", short_line_ratio=0.75))[1] is None
+    assert decide(short, only("fineweb_quality", short_line_length=10))[1] is None
+    # duplicated lines: characters of repeated lines / non-newline characters
+    dup = PROSE + "\nSee the note.\nSee the note."
+    m, reason = decide(dup, cfg)
+    assert m["heur_fw_char_dup_ratio"] == pytest.approx(13 / (len(dup) - dup.count("\n")))
+    assert reason == "fineweb_quality:char_dup_ratio"
+    assert decide(dup, only("fineweb_quality", char_dup_ratio=0.05))[1] is None
+    # newlines per token: a list of one-word lines
+    listy = "\n".join(f"Item{i}." for i in range(20))
+    m, reason = decide(listy, only("fineweb_quality", short_line_ratio=None))
+    assert m["heur_fw_list_ratio"] == pytest.approx(19 / 40)  # 19 newlines, 40 tokens ("Item0", ".")
+    assert reason == "fineweb_quality:list_ratio"
+    assert decide("  \n\n \t", cfg)[1] == "fineweb_quality:empty"
+
+
+def test_first_failed_rule_names_the_drop_across_families() -> None:
+    short_doc = "Too short to be a document."
+    cfg = H.HeuristicsConfig.model_validate(ALL_FAMILIES)
+    assert decide(short_doc, cfg)[1] == "gopher_quality:min_doc_words"
+    no_gq = H.HeuristicsConfig.model_validate({**ALL_FAMILIES, "gopher_quality": {"enabled": False}})
+    # in a short text any 2-gram is a large share of the characters (as in datatrove)
+    assert decide(short_doc, no_gq)[1] == "gopher_repetition:top_2_gram_char_frac"
+    no_gq_rep = H.HeuristicsConfig.model_validate({**ALL_FAMILIES, "gopher_quality": {"enabled": False},
+                                                   "gopher_repetition": {"enabled": False}})
+    assert decide(short_doc, no_gq_rep)[1] == "c4:min_sentences"
+    only_fw = only("fineweb_quality")
+    assert decide(short_doc, only_fw)[1] == "fineweb_quality:short_line_ratio"  # one line of 27 characters
+    # the stage: reason column and per-family metric columns
+    table = table_of(("document", PROSE), ("document", short_doc), ("cot", short_doc))
+    kept, rejected = apply_heuristics(table, cfg)
+    assert kept.column("kind").to_pylist() == ["document", "cot"]
+    assert rejected.column("drop_reason").to_pylist() == ["gopher_quality:min_doc_words"]
+    for name in ("heur_dup_line_frac", "heur_c4_sentences", "heur_fw_list_ratio", "heur_n_words"):
+        assert name in kept.column_names and name in rejected.column_names
+    assert kept.to_pylist()[1]["heur_c4_sentences"] is None  # unchecked row: null metrics
+
+
+def test_config_overrides_from_yaml_dict() -> None:
+    cfg = parse_config({"heuristics": {"c4": {"enabled": True, "min_sentences": 2},
+                                       "gopher_repetition": {"enabled": False, "dup_line_frac": None},
+                                       "gopher_quality": {"enabled": False}}}).heuristics
+    assert cfg.c4.enabled and cfg.c4.min_sentences == 2 and cfg.gopher_repetition.dup_line_frac is None
+    assert decide("\n".join(C4_LINES[:1]), cfg)[1] is None
+    assert decide("\n".join(C4_LINES[:1]), only("c4"))[1] == "c4:min_sentences"
+    with pytest.raises(Exception):
+        parse_config({"heuristics": {"c4": {"min_sentence": 2}}})  # a misspelt field is an error
+
+
+def test_stage_cleans_c4_lines_of_kept_rows() -> None:
+    text = "Menu\n" + "\n".join(C4_LINES) + "\nHome | About | Contact"
+    table = table_of(("document", text), ("document", "Menu\nTiny."))
+    cfg = H.HeuristicsConfig.model_validate({"gopher_quality": {"enabled": False}, "c4": {"enabled": True},
+                                             "keep_metrics": False})
+    kept, rejected = apply_heuristics(table, cfg)
+    assert kept.column("text").to_pylist() == ["\n".join(C4_LINES)]
+    assert kept.column("heur_c4_lines_removed").to_pylist() == [2]  # kept without keep_metrics
+    assert rejected.column("text").to_pylist() == ["Menu\nTiny."]  # rejected rows keep their text
+    assert rejected.column("drop_reason").to_pylist() == ["c4:min_sentences"]
+    no_clean = H.HeuristicsConfig.model_validate({"gopher_quality": {"enabled": False},
+                                                  "c4": {"enabled": True, "clean_lines": False}})
+    assert apply_heuristics(table, no_clean)[0].column("text").to_pylist() == [text]
+
+
+def test_gopher_quality_datatrove_definitions_by_hand() -> None:
+    text = "The cat... and the dog!\n\n- a #1 list item\n* b 42 …\n  --"
+    # spaCy tokens (18): The cat ... and the dog ! - a # 1 list item * b 42 … --
+    m = H.gopher_quality_metrics([text], ["the", "and", "dog"], definitions="datatrove").to_pylist()[0]
+    assert m["heur_n_words"] == 11  # tokens with a character outside datatrove's punctuation
+    assert m["heur_avg_word_length"] == pytest.approx(28 / 11)
+    assert m["heur_symbol_word_ratio"] == pytest.approx(2 / 18)  # max(1 "#", 2 ellipses) / 18 tokens
+    assert m["heur_bullet_lines_ratio"] == pytest.approx(2 / 5)  # "- a", "  --"; the blank line counts
+    assert m["heur_ellipsis_lines_ratio"] == pytest.approx(1 / 5)
+    assert m["heur_alpha_words_ratio"] == pytest.approx(9 / 18)  # punctuation tokens count as non-alpha
+    assert m["heur_stop_words"] == 3  # distinct and case-sensitive: "the", "and", "dog" (not "The")
+    cfg = H.HeuristicsConfig.model_validate({"gopher_quality": {"definitions": "datatrove"}})
+    assert decide(GOOD, cfg)[1] is None and decide(GOOD, cfg, fast=False)[1] is None
+
+
+# --- the spaCy-rule tokenizer (datatrove's words and sentences) --------------------------------
+
+@pytest.mark.parametrize("text,tokens", [
+    # spaCy 3.8 / datatrove 0.10.1 split_into_words on these strings
+    ("Don't panic: Mr. Smith's dog (see e-mail) cost $3.14 in the U.S. today...",
+     ["Do", "n't", "panic", ":", "Mr.", "Smith", "'s", "dog", "(", "see", "e", "-", "mail", ")", "cost", "$",
+      "3.14", "in", "the", "U.S.", "today", "..."]),
+    ("I can't go, it's 10km away!", ["I", "ca", "n't", "go", ",", "it", "'s", "10", "km", "away", "!"]),
+    ("Visit https://example.com/a?b=1 now.", ["Visit", "https://example.com/a?b=1", "now", "."]),
+    ("x=5; f(x) -> {y}", ["x=5", ";", "f(x", ")", "-", ">", "{", "y", "}"]),
+])
+def test_tokenizer_matches_spacy(text: str, tokens: list[str]) -> None:
+    assert wordtok.tokenize(text) == tokens
+
+
+def test_tokenizer_on_long_chunks() -> None:
+    # peeling thousands of marks off one chunk, and a long run of periods (one token)
+    assert wordtok.tokenize("(" * 3000 + "word" + ")" * 3000 + ".") == ["("] * 3000 + ["word"] + [")"] * 3000 + ["."]
+    assert wordtok.tokenize("=" * 5000) == ["="] * 5000
+    assert wordtok.tokenize("end" + "." * 500) == ["end", "." * 500]
+
+
+@pytest.mark.parametrize("text,n", [("Hello there. How are you? Fine.", 3), ("Mr. Smith went home at 5 p.m. today.", 1),
+                                    ("Wait... what is this. Yes!", 2), ('"Quoted." Then more.', 2), ("", 0)])
+def test_sentences_match_spacy_sentencizer(text: str, n: int) -> None:
+    assert wordtok.count_sentences(text) == n
+
+
+# --- the bulk path against the reference ---------------------------------------------------------
+
+EDGE_TEXTS = [
+    "", " ", "\n", "\n\n\n", " \t\n \n", "a", "word", "#", "...", "…", "{", "lorem ipsum.",
+    "One line.\r\nTwo lines.\rThree.\u2028Four here now.\u2029Five is last.\x0bSix.\x0cSeven.\x1cEight.\x85Nine.",
+    "Trailing newline at the end of it all.\n", "\nLeading newline, then a sentence.",
+    "[1]\n[edit] [2]\nA cited line[3] of words.",
+    "tabs\tand\u00a0no-break\u2003spaces,\u3000wide ones. Are here! Yes.",
+    "- bullet one\n- bullet two\n• bullet three\n* star\n-- not a bullet",
+    "ünïcödé wörds and 中文 characters 😀 emoji, and Ωmega. Done.",
+    "中文的句子。\n日本語の文です。\nNo mark here\nअंत।",
+    "same\nsame\nsame\n\nsame\n\nsame", "x " * 200, ("The end. " * 30).strip(),
+    "a" * 1500 + " is long. Then short ones follow here.", "[1] [edit] [citation needed] cites.",
+    "Mr.Smith said no.U.S. stuff e.g. this, i.e. that... etc. 3.14 1,000 10km $5 50%.",
+    "JavaScript is required. Privacy Policy. Terms of Use apply here.",
+    None,
+]
+
+
+def assert_paths_agree(texts: list, cfg: H.HeuristicsConfig) -> None:
+    fm, fr, fc = H.heuristics_table(texts, cfg, fast=True)
+    rm, rr, rc = H.heuristics_table(texts, cfg, fast=False)
+    assert fm.schema == rm.schema
+    for name in rm.column_names:
+        fast_col, ref_col = fm.column(name).to_pylist(), rm.column(name).to_pylist()
+        for i, (a, b) in enumerate(zip(fast_col, ref_col)):
+            assert (a is None) == (b is None), (name, i)
+            if isinstance(b, float):
+                assert a == pytest.approx(b, rel=1e-12, abs=1e-12), (name, i, texts[i] and texts[i][:80])
+            else:
+                assert a == b, (name, i, texts[i] and texts[i][:80])
+    assert fr == rr
+    assert fc == rc
+
+
+def test_fast_path_equals_reference_on_edge_cases() -> None:
+    assert_paths_agree(EDGE_TEXTS, H.HeuristicsConfig.model_validate(ALL_FAMILIES))
+    # non-default settings too
+    odd = H.HeuristicsConfig.model_validate({
+        "gopher_repetition": {"enabled": True},
+        "c4": {"enabled": True, "remove_citations": False, "filter_no_terminal_punct": False,
+               "min_words_per_line": None, "max_word_length": 5, "filter_policy": False},
+        "fineweb_quality": {"enabled": True, "short_line_length": 5, "line_punct_exclude_zero": True}})
+    assert_paths_agree(EDGE_TEXTS + [PROSE], odd)
+    assert_paths_agree(EDGE_TEXTS + [PROSE, GOOD], H.HeuristicsConfig.model_validate(
+        {"gopher_quality": {"definitions": "datatrove", "stop_words": ["The", "of", "and"]}}))
+    assert_paths_agree([], H.HeuristicsConfig.model_validate(ALL_FAMILIES))
+    assert_paths_agree([None, None], H.HeuristicsConfig.model_validate(ALL_FAMILIES))
+
+
+@pytest.mark.shared_data
+def test_fast_path_equals_reference_on_the_pile(pile_docs: list[dict]) -> None:
+    texts = [d["contents"] for d in pile_docs]
+    cfg = H.HeuristicsConfig.model_validate(ALL_FAMILIES)
+    assert_paths_agree(texts, cfg)
+    assert_paths_agree(texts, H.HeuristicsConfig.model_validate({"gopher_quality": {"definitions": "datatrove"}}))
+    _, reasons, _ = H.heuristics_table(texts, cfg)
+    families = {r.split(":")[0] for r in reasons if r}
+    assert families == set(H.FAMILY_NAMES), "real web text trips every family"
+    assert 0.05 < reasons.count(None) / len(texts) < 0.6
+
+
+# --- CLI and warehouse ----------------------------------------------------------------------
+
+def test_filter_cli_end_to_end(tmp_path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from dataforge.cli import app
+
+    src = tmp_path / "in.jsonl"
+    rows = [{"body": PROSE, "kind": "mine"}, {"body": "Too short.", "kind": "theirs"},
+            {"body": GOOD.replace(".", ","), "kind": "x"}]  # no line ends a sentence: no C4 sentences
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n" + json.dumps({"body": 3}) + "\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["filter", str(src), "--out", str(out), "--text-column", "body",
+                                   "--rules", "gopher_quality,c4"])
+    assert res.exit_code == 0, res.output
+    kept, rejected = pq.read_table(out / "kept.parquet"), pq.read_table(out / "rejected.parquet")
+    assert kept.column("body").to_pylist() == [PROSE]  # every PROSE line survives C4's cleaning
+    assert kept.column("kind").to_pylist() == ["mine"]  # the file's own column, back unchanged
+    assert rejected.column("drop_reason").to_pylist() == ["gopher_quality:min_doc_words", "c4:min_sentences"]
+    assert rejected.column("drop_stage").to_pylist() == ["heuristics"] * 2
+    assert "heur_c4_sentences" in kept.column_names and "heur_dup_line_frac" not in kept.column_names
+    assert len((out / "quarantine.jsonl").read_text().splitlines()) == 2
+    assert "gopher_quality:min_doc_words" in res.output and "c4:min_sentences" in res.output
+    assert "quarantined 2" in res.output
+    bad = CliRunner().invoke(app, ["filter", str(src), "--out", str(out), "--text-column", "body", "--rules", "c5"])
+    assert bad.exit_code != 0 and "unknown family" in bad.output
+
+
+def test_warehouse_counts_rules(tmp_path) -> None:
+    from dataforge import warehouse
+    from dataforge.config import PipelineConfig
+    from dataforge.stages import open_run, rejected_schema
+    from dataforge.store import ShardWriter
+
+    run = open_run(PipelineConfig(data_root=str(tmp_path / "data")), "heur-run")
+    table = table_of(("document", PROSE), ("document", "Too short."), ("document", "Also short."),
+                     ("document", GOOD.replace(".", ",")), ("cot", "x"))
+    cfg = H.HeuristicsConfig.model_validate(ALL_FAMILIES)
+    kept, rejected = apply_heuristics(table, cfg)
+    run.begin_stage("heuristics")
+    kw = ShardWriter(run.stage_dir("heuristics"), schema=kept.schema)
+    kw.write(kept)
+    rw = ShardWriter(run.rejected_dir("heuristics"), schema=rejected_schema(kept.schema))
+    rw.write(rejected)
+    run.commit_stage("heuristics", kw.close(), rw.close(), kept.schema, rejected_schema(kept.schema),
+                     fingerprint="fp", config_hash="ch")
+    con = warehouse.connect(run)
+    report = warehouse.fetch_arrow(con, warehouse.report_queries()["heuristic_rules"]).to_pylist()
+    got = {(r["family"], r["rule"]): (r["rows"], r["pct_of_checked"]) for r in report}
+    assert got == {("gopher_quality", "min_doc_words"): (2, 50.0), ("c4", "min_sentences"): (1, 25.0)}
+
+
+@pytest.mark.shared_data
+def test_decisions_agree_with_datatrove(pile_docs: list[dict], tmp_path) -> None:
+    """Optional: only where benchmarks/bench_rules.py has created its datatrove venv."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    python = repo / "benchmarks" / ".venv-datatrove" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no benchmarks/.venv-datatrove (run benchmarks/bench_rules.py once to create it)")
+    texts = [d["contents"] for d in pile_docs[:300]]
+    docs = tmp_path / "docs.json"
+    docs.write_text(json.dumps(texts))
+    proc = subprocess.run([str(python), str(repo / "benchmarks" / "bench_rules.py"), "--datatrove-worker",
+                           str(docs), "1"], capture_output=True, text=True, timeout=300, check=True)
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])["families"]
+    for family in H.FAMILY_NAMES:
+        cfg = only(family, **({"definitions": "datatrove"} if family == "gopher_quality" else {}))
+        ours = H.heuristics_table(texts, cfg)[1]
+        equal = sum((a is None) == (b is None) for a, b in zip(ours, theirs[family]["decisions"]))
+        assert equal / len(texts) >= 0.99, (family, equal)

@@ -1,13 +1,37 @@
-"""Near-duplicate removal with MinHash LSH.
+"""Deduplication: exact (hash of the normalized text), then near-duplicates with MinHash LSH.
 
-Each text becomes the set of word n-grams of its normalized form (Lee et al. 2022, "Deduplicating
-Training Data Makes Language Models Better": 5-grams, Jaccard >= 0.8; the defaults of
-:class:`dataforge.config.DedupConfig`). MinHash LSH proposes candidate pairs; every candidate
-pair is verified with the estimated Jaccard similarity of the two signatures before it is
-merged, which removes LSH false positives (so the LSH is tuned for recall, see
-:data:`LSH_WEIGHTS`). Clusters are the connected components of the
-verified pairs (union-find), so similarity is transitive: A~B and B~C put A, B, C together
-even when A and C are below the threshold.
+**Normalization** (both steps, and the reference and fast paths alike): Unicode NFKC, lowercase,
+punctuation (Unicode category P*) to spaces, whitespace collapsed to single spaces
+(:func:`normalize_for_dedup`). So "Hello, World!" and "hello world" are exact duplicates.
+
+**Exact**: rows whose normalized texts are equal (a 64-bit hash plus the length, see
+``minhash.signatures``) form a group; its best row (see *survivor* below) stays, the others are
+dropped with ``drop_reason = "exact_duplicate_of:<id>"``. Only the group's best row goes on to
+near-duplicate detection. ``exact: false`` skips this step (exact duplicates are then found as
+near-duplicates, estimated Jaccard 1).
+
+**Near**: each text becomes the set of word ``n``-grams of its normalized form (Lee et al. 2022,
+"Deduplicating Training Data Makes Language Models Better": 5-grams, Jaccard >= 0.8; the
+defaults of :class:`dataforge.config.DedupConfig`), hashed with xxh32 and signed with
+``num_perm`` "affine32" MinHash permutations; LSH with ``bands`` x ``rows`` proposes candidate
+pairs, and every candidate pair is verified with the estimated Jaccard of the two signatures
+before it counts. The fast path is :mod:`dataforge.curate.minhash` (compiled, over the Arrow
+buffers); :func:`minhash` and :func:`near_duplicate_clusters` are the readable datasketch
+reference it is tested against (bit-identical signatures, same clusters).
+
+**Clusters and survivors** (``clustering``): ``star`` (default) visits rows best first; an
+unclaimed row becomes a survivor and claims every unclaimed row it has a *verified* pair with.
+Every dropped row is therefore itself within the threshold of the survivor it names, and
+similarity is not transitive: a long template shared by thousands of otherwise different rows
+cannot chain them into one cluster through LSH collisions. ``components`` is the classic
+alternative: connected components of the verified pairs (union-find), one survivor each.
+The survivor is the row with the highest ``quality_score`` (when the column exists; nulls
+last), then the oldest ``created_at`` (when it exists; nulls last; a user's file without it:
+the earliest line), then the smallest ``id``, then the first row. Every row gains ``dedup_cluster`` (its survivor's id), ``dedup_size``
+(rows in the cluster, exact duplicates included) and ``dedup_similarity`` (estimated Jaccard
+with the survivor); a dropped row is rejected with ``exact_duplicate_of:<id>`` (an exact
+duplicate names the row with the same normalized text, which may itself be a near-duplicate of
+the cluster's survivor) or ``near_duplicate_of:<survivor id>``.
 """
 
 from __future__ import annotations
@@ -15,17 +39,22 @@ from __future__ import annotations
 import functools
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 from datasketch import MinHash, MinHashLSH
 
 from dataforge.config import DedupConfig
+from dataforge.curate import minhash as fast
 from dataforge.records import with_drop
 
 STAGE = "dedup"
 REASON_PREFIX = "near_duplicate_of:"
+EXACT_REASON_PREFIX = "exact_duplicate_of:"
 COLUMN_PREFIX = "dedup_"
 
 # datasketch 2.0.0 changed the default permutation scheme from the pre-2.0 one (now called
@@ -36,6 +65,11 @@ COLUMN_PREFIX = "dedup_"
 # sets: a document has hundreds to thousands of shingles, far below the ~1e8 elements at which
 # the docs recommend "affine64". tests/test_dedup.py pins a signature against datasketch 2.0.0.
 MINHASH_SCHEME = "affine32"
+
+# The shingle hash: xxh32 (seed 0) of the utf-8 shingle, instead of datasketch's default
+# sha1_hash32, which alone costs more than the fast kernel's whole budget. The kernel
+# reimplements it; the reference and the benchmark's datasketch baseline pass this C binding.
+HASHFUNC = xxhash.xxh32_intdigest
 
 # MinHashLSH picks its band layout by weighing false positives against false negatives; the
 # default (0.5, 0.5) gives b=9 bands of r=13 rows for threshold 0.8 / 128 permutations, an
@@ -48,6 +82,15 @@ MINHASH_SCHEME = "affine32"
 # weights, 46-49 with these.
 LSH_WEIGHTS = (0.05, 0.95)
 
+
+def lsh_params(cfg: DedupConfig) -> tuple[int, int]:
+    """``(bands, rows)``: the configured ones, else datasketch's rule with :data:`LSH_WEIGHTS`."""
+    if cfg.bands is not None and cfg.rows is not None:
+        return cfg.bands, cfg.rows
+    return fast.optimal_bands(cfg.threshold, cfg.num_perm, LSH_WEIGHTS)
+
+
+# --- the readable reference (datasketch) -------------------------------------------------------
 
 @functools.cache
 def _punctuation_to_space() -> dict[int, str]:
@@ -79,80 +122,203 @@ def shingles(text: str, n: int) -> set[bytes]:
 
 
 def minhash(text: str, cfg: DedupConfig) -> MinHash:
-    """The MinHash signature of ``text``'s ``cfg.ngram``-shingles."""
-    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme=MINHASH_SCHEME)
+    """The MinHash signature of ``text``'s ``cfg.ngram``-shingles (datasketch, the reference)."""
+    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=HASHFUNC, scheme=MINHASH_SCHEME)
     m.update_batch(sorted(shingles(text, cfg.ngram)))
     return m
 
 
-def near_duplicate_clusters(texts: Sequence[str], cfg: DedupConfig) -> list[int]:
-    """For each text the index of its cluster's representative: the smallest row index in it.
+def near_duplicate_clusters(texts: Sequence[str], cfg: DedupConfig, rank: Sequence[int] | None = None) -> list[int]:
+    """The reference near-duplicate clustering: for each text the index of its survivor.
 
-    Rows are indexed in order and each row is queried against the earlier rows only, so every
-    candidate pair is considered once; a pair is merged only when the estimated Jaccard of the
-    two signatures reaches ``cfg.threshold``.
-    """
+    datasketch ``MinHashLSH`` (same bands x rows as the fast path) proposes every pair sharing a
+    band; a pair counts when its estimated Jaccard reaches ``cfg.threshold``; then the clustering
+    of ``cfg.clustering`` with ``rank`` (lower is better; default: row order) picks survivors.
+    One Python object per row and per pair: slow, but easy to read."""
+    rank = list(range(len(texts))) if rank is None else list(rank)
     sketches = [minhash(text, cfg) for text in texts]
-    parent = list(range(len(texts)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]  # path halving
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        ri, rj = find(i), find(j)
-        if ri != rj:  # the smaller root wins, so a root is always its cluster's smallest index
-            parent[max(ri, rj)] = min(ri, rj)
-
-    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=LSH_WEIGHTS)
+    bands, rows = lsh_params(cfg)
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=(bands, rows))
+    neighbours: list[list[int]] = [[] for _ in texts]
     for i, sketch in enumerate(sketches):
-        for j in sorted(lsh.query(sketch)):
+        for j in lsh.query(sketch):
             if sketch.jaccard(sketches[j]) >= cfg.threshold:
-                union(i, j)
+                neighbours[i].append(j)
+                neighbours[j].append(i)
         lsh.insert(i, sketch)
-    return [find(i) for i in range(len(texts))]
+    by_rank = sorted(range(len(texts)), key=lambda i: (rank[i], i))
+    survivor = [-1] * len(texts)
+    if cfg.clustering == "star":
+        for u in by_rank:
+            if survivor[u] == -1:
+                survivor[u] = u
+                for v in neighbours[u]:
+                    if survivor[v] == -1:
+                        survivor[v] = u
+        return survivor
+    for u in by_rank:  # components: a breadth-first walk from each best unvisited row
+        if survivor[u] != -1:
+            continue
+        survivor[u], queue = u, [u]
+        while queue:
+            for v in neighbours[queue.pop()]:
+                if survivor[v] == -1:
+                    survivor[v] = u
+                    queue.append(v)
+    return survivor
 
 
-def apply_dedup(table: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]:
-    """The dedup stage: keep one survivor per near-duplicate cluster.
+# --- the stage (fast path) ---------------------------------------------------------------------
 
-    The survivor is the row created first (``created_at``; rows without one come last), ties
-    broken by ``id`` and then by row position, so the choice does not depend on row order
-    except between rows that are identical in all three. Every row gains ``dedup_cluster``
-    (the survivor's id) and ``dedup_size`` (rows in the cluster); the others are rejected with
-    ``drop_reason = "near_duplicate_of:<survivor id>"``. A disabled stage keeps every row as
-    its own cluster of one.
-    """
+def survivor_rank(table: pa.Table) -> np.ndarray:
+    """Each row's place in survivor order (0 = best): highest ``quality_score``, then oldest
+    ``created_at`` (for a user's file without one: the earliest ``source_row``), then smallest
+    ``id``, then row position (a stable sort); missing columns are skipped, nulls go last."""
+    keys, cols = [], {}
+    if "quality_score" in table.column_names:
+        cols["q"] = pc.cast(table.column("quality_score"), pa.float64())
+        keys.append(("q", "descending", "at_end"))
+    if "created_at" in table.column_names:
+        cols["c"] = table.column("created_at")
+        keys.append(("c", "ascending", "at_end"))
+    if "source_row" in table.column_names and "created_at" not in table.column_names:
+        cols["r"] = table.column("source_row")  # a user's file (dataforge dedup FILE): earlier lines first
+        keys.append(("r", "ascending", "at_end"))
+    cols["i"] = table.column("id")
+    keys.append(("i", "ascending", "at_end"))
+    order = pc.sort_indices(pa.table(cols), sort_keys=keys).to_numpy()
+    rank = np.empty(table.num_rows, dtype=np.int64)
+    rank[order] = np.arange(table.num_rows)
+    return rank
+
+
+def exact_groups(exact_hash: np.ndarray, norm_len: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each row the best-ranked row with the same normalized text (equal 64-bit hash and
+    length; two different texts share both with probability ~n^2 / 2^65)."""
+    n = len(rank)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((rank, norm_len, exact_hash))
+    h, ln = exact_hash[order], norm_len[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = (h[1:] != h[:-1]) | (ln[1:] != ln[:-1])
+    first = order[np.flatnonzero(new_group)]
+    group = np.cumsum(new_group) - 1
+    rep = np.empty(n, dtype=np.int64)
+    rep[order] = first[group]
+    return rep
+
+
+SIGN_BATCH_ROWS = 8192  # rows per signature batch (a progress step; a unit of parallel work)
+
+
+def progress_steps(n_rows: int, cfg: DedupConfig) -> int:
+    """How many times :func:`apply_dedup` calls ``advance``: one per signature batch, one per band."""
+    return -(-n_rows // SIGN_BATCH_ROWS) + lsh_params(cfg)[0]
+
+
+def sign_texts(texts: pa.ChunkedArray | pa.Array, cfg: DedupConfig, workers: int = 1,
+               advance: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``minhash.signatures`` of the texts in batches of :data:`SIGN_BATCH_ROWS` rows, on
+    ``workers`` threads (the kernel releases the GIL); the result does not depend on ``workers``."""
+    n = len(texts)
+    out = (np.empty((n, cfg.num_perm), dtype=np.uint32), np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64))
+
+    def sign(start: int) -> None:
+        stop = min(n, start + SIGN_BATCH_ROWS)
+        fast.signatures(texts.slice(start, stop - start), cfg.num_perm, cfg.ngram, cfg.seed,
+                        out=tuple(a[start:stop] for a in out))
+        if advance is not None:
+            advance()
+
+    starts = range(0, n, SIGN_BATCH_ROWS)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(sign, starts))
+    else:
+        for start in starts:
+            sign(start)
+    return out
+
+
+def near_survivors(sig: np.ndarray, rank: np.ndarray, cfg: DedupConfig,
+                   advance: Callable[[], None] | None = None) -> np.ndarray:
+    """For each row (of ``sig``) its survivor: candidate pairs band by band, verification,
+    clustering."""
+    n = sig.shape[0]
+    bands, rows = lsh_params(cfg)
+    if n < 2:
+        for _ in range(bands):
+            if advance is not None:
+                advance()
+        return np.arange(n, dtype=np.int64)
+    per_band = []
+    for b in range(bands):
+        per_band.append(fast.candidate_pairs(sig, b, rows, bands))
+        if advance is not None:
+            advance()
+    codes = np.unique(np.concatenate(per_band))
+    del per_band
+    left, right, _ = fast.verify_pairs(sig, codes, cfg.threshold)
+    if cfg.clustering == "components":
+        return fast.connected_components(n, left, right, rank)
+    return fast.star_clusters(n, left, right, rank)
+
+
+def _reasons(prefix: str, ids: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(pa.array([prefix] * len(ids), pa.string()), ids, "")
+
+
+def apply_dedup(table: pa.Table, cfg: DedupConfig, workers: int = 1,
+                advance: Callable[[], None] | None = None) -> tuple[pa.Table, pa.Table]:
+    """The dedup stage: exact then near-duplicate removal, one survivor per cluster (see the
+    module docstring for the rules and the columns). A disabled stage keeps every row as its own
+    cluster of one. The output does not depend on row order except between rows identical in
+    ``quality_score``, ``created_at`` and ``id``, nor on ``workers`` (threads signing batches).
+    ``advance`` is called :func:`progress_steps` times."""
     table = table.drop_columns([name for name in table.column_names if name.startswith(COLUMN_PREFIX)])
     n = table.num_rows
-    ids: list[str] = table.column("id").to_pylist()
-    if cfg.enabled:
-        roots = near_duplicate_clusters([text or "" for text in table.column("text").to_pylist()], cfg)
+    ids = table.column("id").combine_chunks() if n else pa.array([], pa.string())
+    if cfg.enabled and n:
+        sig, exact_hash, norm_len = sign_texts(table.column("text"), cfg, workers, advance)
+        rank = survivor_rank(table)
+        rep = exact_groups(exact_hash, norm_len, rank) if cfg.exact else np.arange(n, dtype=np.int64)
+        reps = np.flatnonzero(rep == np.arange(n))
+        survivor = np.empty(n, dtype=np.int64)
+        survivor[reps] = reps[near_survivors(sig[reps], rank[reps], cfg, advance)]
+        survivor = survivor[rep]
+        similarity = fast.estimated_jaccard(sig, np.arange(n), survivor).astype(np.float32)
     else:
-        roots = list(range(n))
+        rep = survivor = np.arange(n, dtype=np.int64)
+        similarity = np.ones(n, dtype=np.float32)
+    return dedup_tables(table, ids, rep, survivor, similarity)
 
-    members: dict[int, list[int]] = {}
-    for i, root in enumerate(roots):
-        members.setdefault(root, []).append(i)
 
-    created: list[int | None] = pc.cast(table.column("created_at"), pa.int64()).to_pylist()
-
-    def survivor_order(i: int) -> tuple[bool, int, str, int]:
-        return (created[i] is None, created[i] or 0, ids[i], i)
-
-    survivor_of_root = {root: min(rows, key=survivor_order) for root, rows in members.items()}
-    survivors = [survivor_of_root[root] for root in roots]
-
-    out = table.append_column(
-        pa.field("dedup_cluster", pa.string()), pa.array([ids[s] for s in survivors], pa.string())
-    )
-    out = out.append_column(
-        pa.field("dedup_size", pa.int32()), pa.array([len(members[root]) for root in roots], pa.int32())
-    )
-    is_survivor = pa.array([survivors[i] == i for i in range(n)], pa.bool_())
-    kept = out.filter(is_survivor)
-    reasons = [f"{REASON_PREFIX}{ids[s]}" for i, s in enumerate(survivors) if s != i]
-    rejected = with_drop(out.filter(pc.invert(is_survivor)), STAGE, reasons)
+def dedup_tables(table: pa.Table, ids: pa.Array, rep: np.ndarray, survivor: np.ndarray, similarity: np.ndarray
+                 ) -> tuple[pa.Table, pa.Table]:
+    """(kept, rejected) from the decisions: ``rep`` (each row's exact-duplicate representative),
+    ``survivor`` (its cluster's survivor) and ``similarity`` (estimated Jaccard with it), all over
+    the rows of ``table`` (whose dedup_* columns are already dropped); ``ids`` its id column."""
+    n = table.num_rows
+    size = np.bincount(survivor, minlength=n)[survivor] if n else np.zeros(0, np.int64)
+    out = table.append_column(pa.field("dedup_cluster", pa.string()), ids.take(pa.array(survivor)))
+    out = out.append_column(pa.field("dedup_size", pa.int32()), pa.array(size.astype(np.int32)))
+    out = out.append_column(pa.field("dedup_similarity", pa.float32()), pa.array(similarity))
+    is_survivor = survivor == np.arange(n)
+    kept = out.filter(pa.array(is_survivor))
+    dropped = np.flatnonzero(~is_survivor)
+    exact_drop = rep[dropped] != dropped
+    reasons = pc.if_else(pa.array(exact_drop),
+                         _reasons(EXACT_REASON_PREFIX, ids.take(pa.array(rep[dropped], pa.int64()))),
+                         _reasons(REASON_PREFIX, ids.take(pa.array(survivor[dropped], pa.int64()))))
+    rejected = with_drop(out.take(pa.array(dropped, pa.int64())), STAGE, reasons)
     return kept, rejected
+
+
+def dedup_summary(kept: pa.Table, rejected: pa.Table) -> dict:
+    """Counts for a one-line summary: rows, kept, exact and near duplicates, largest cluster."""
+    reasons = rejected.column("drop_reason") if rejected.num_rows else pa.array([], pa.string())
+    exact = pc.sum(pc.starts_with(reasons, EXACT_REASON_PREFIX)).as_py() or 0
+    sizes = kept.column("dedup_size") if kept.num_rows else pa.array([0], pa.int32())
+    return {"rows": kept.num_rows + rejected.num_rows, "kept": kept.num_rows, "exact_duplicates": exact,
+            "near_duplicates": rejected.num_rows - exact, "largest_cluster": pc.max(sizes).as_py() or 0}

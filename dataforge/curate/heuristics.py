@@ -1,17 +1,35 @@
-"""Heuristic quality filter: the Gopher quality rules.
+"""Heuristic rule filters: Gopher quality, Gopher repetition, C4 and FineWeb's own rules.
 
-Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from Training Gopher",
-Appendix A.1.1 ("Quality filtering"). A document is removed when it has fewer than 50 or more
-than 100,000 words; a mean word length outside 3..10 characters; a symbol-to-word ratio above
-0.1 for the hash symbol or the ellipsis; more than 90% of its lines starting with a bullet point
-or more than 30% ending with an ellipsis; fewer than 80% of its words containing an alphabetic
-character; or fewer than two of the stop words "the, be, to, of, and, that, have, with".
-The thresholds live in :class:`dataforge.config.GopherQualityConfig` (defaults = the paper's).
-Datatrove's ``GopherQualityFilter`` is the reference implementation; the semantics follow it
-except where noted in :func:`gopher_quality_metrics`.
+Four rule families, each with its own config section (:class:`dataforge.config.HeuristicsConfig`;
+defaults = the published thresholds) and ``enabled`` flag, checked in the order
+``gopher_quality, gopher_repetition, c4, fineweb_quality``; a dropped row's ``drop_reason``
+names the first rule it failed as ``<family>:<rule>`` (:data:`RULE_NAMES`).
 
-This is the readable reference implementation: one Python pass per document. A vectorized
-implementation must produce the same metrics and reasons.
+* Gopher quality — Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from
+  Training Gopher", Appendix A.1.1: fewer than 50 or more than 100,000 words; a mean word length
+  outside 3..10 characters; a symbol-to-word ratio above 0.1 for the hash symbol or the
+  ellipsis; more than 90% of lines starting with a bullet point or more than 30% ending with an
+  ellipsis; fewer than 80% of words with an alphabetic character; fewer than two stop words.
+  Datatrove's ``GopherQualityFilter`` is the reference; by default the semantics follow it
+  except where noted in :func:`gopher_quality_metrics` (deliberate, documented deviations);
+  ``definitions: datatrove`` follows it exactly (:func:`_text_metrics_datatrove`).
+* Gopher repetition — the same paper, Table A1, as datatrove 0.10.1's ``GopherRepetitionFilter``
+  (:func:`gopher_repetition_metrics`).
+* C4 — Raffel et al. 2020, as datatrove 0.10.1's ``C4QualityFilter`` with its defaults: line
+  rules that remove lines and document rules that drop documents; the line cleaning is a
+  modifier (the kept rows' text becomes their kept lines, ``heur_c4_lines_removed``)
+  (:func:`c4_metrics`).
+* FineWeb quality — Penedo et al. 2024, as datatrove 0.10.1's ``FineWebQualityFilter``
+  (:func:`fineweb_quality_metrics`).
+
+The Gopher repetition and FineWeb rules count words, and C4 counts sentences, as datatrove does
+for English: with spaCy's rule-based tokenizer and sentencizer, ported in
+:mod:`dataforge.curate.wordtok` (no spaCy needed). benchmarks/bench_rules.py measures how often
+the decisions agree with datatrove's.
+
+This module is the readable reference: one Python pass per document. The stage runs the bulk
+implementation in :mod:`dataforge.curate.heuristics_fast` (Arrow string kernels, numpy and a
+numba kernel), which is tested to give the same metrics and decisions.
 """
 
 from __future__ import annotations
@@ -20,13 +38,18 @@ import functools
 import re
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataforge.config import GopherQualityConfig, HeuristicsConfig
+from dataforge.config import (C4Config, FineWebQualityConfig, GopherQualityConfig, GopherRepetitionConfig,
+                              HeuristicsConfig)
+from dataforge.curate import wordtok
 from dataforge.records import with_drop
 
 STAGE = "heuristics"
@@ -77,9 +100,10 @@ GOPHER_RULES: tuple[GopherRule, ...] = (
     GopherRule("max_non_alpha_words_ratio", "heur_alpha_words_ratio", drop_below=True),
     GopherRule("min_stop_words", "heur_stop_words", drop_below=True),
 )
-RULE_NAMES: tuple[str, ...] = tuple(rule.reason for rule in GOPHER_RULES)
+GOPHER_QUALITY_RULE_NAMES: tuple[str, ...] = tuple(rule.reason for rule in GOPHER_RULES)
 
-_config_rules = [name for name in GopherQualityConfig.model_fields if name != "stop_words"]
+_config_rules = [name for name in GopherQualityConfig.model_fields
+                 if name not in ("enabled", "stop_words", "definitions")]
 if [rule.name for rule in GOPHER_RULES] != _config_rules:  # pragma: no cover - a programming error
     raise RuntimeError(f"GOPHER_RULES {[r.name for r in GOPHER_RULES]} out of sync with GopherQualityConfig {_config_rules}")
 
@@ -144,7 +168,8 @@ def _text_metrics(text: str, stop_words: frozenset[str]) -> dict[str, float | in
     }
 
 
-def gopher_quality_metrics(texts: Sequence[str | None], stop_words: Collection[str] | None = None) -> pa.Table:
+def gopher_quality_metrics(texts: Sequence[str | None], stop_words: Collection[str] | None = None,
+                           definitions: str = "dataforge") -> pa.Table:
     """The Gopher quality metrics of each text, as a table of :data:`METRICS_SCHEMA`.
 
     A ``None`` text (a row that is not checked) gets null metrics. ``stop_words`` defaults to
@@ -157,9 +182,16 @@ def gopher_quality_metrics(texts: Sequence[str | None], stop_words: Collection[s
     start with a bullet / end with an ellipsis; ``heur_alpha_words_ratio`` share of words with
     at least one alphabetic character; ``heur_stop_words`` stop-word occurrences. A text with
     no words has every ratio and the mean word length 0.0.
+
+    ``definitions="datatrove"`` counts as datatrove 0.10.1's GopherQualityFilter instead
+    (:func:`_text_metrics_datatrove`).
     """
     if stop_words is None:
         stop_words = GopherQualityConfig().stop_words
+    if definitions == "datatrove":
+        exact = frozenset(stop_words)
+        rows = [None if text is None else _text_metrics_datatrove(text, exact) for text in texts]
+        return _table(rows, METRICS_SCHEMA)
     stop_set = frozenset(w.lower() for w in stop_words)
     rows = [None if text is None else _text_metrics(text, stop_set) for text in texts]
     columns = {name: [None if row is None else row[name] for row in rows] for name in METRICS_SCHEMA.names}
@@ -187,13 +219,464 @@ def gopher_quality_reasons(metrics: pa.Table, cfg: GopherQualityConfig) -> list[
     return reasons
 
 
-def apply_heuristics(table: pa.Table, cfg: HeuristicsConfig) -> tuple[pa.Table, pa.Table]:
+TERMINAL_PUNCTUATION = frozenset(
+    "!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964"
+    "\u0965\u104a\u104b\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803"
+    "\u1809\u1944\u1945\u1aa8\u1aa9\u1aaa\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c"
+    "\u1c7e\u1c7f\u203c\u203d\u2047\u2048\u2049\u2e2e\u2e3c\u2e53\u2e54\u3002\ua4ff\ua60e\ua60f"
+    "\ua6f3\ua6f7\ua876\ua877\ua8ce\ua8cf\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb"
+    "\ufe52\ufe56\ufe57\uff01\uff0e\uff1f\uff61\U00010a56\U00010a57\U00010f55\U00010f56"
+    "\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87\U00010f88\U00010f89\U00011047\U00011048"
+    "\U000110be\U000110bf\U000110c0\U000110c1\U00011141\U00011142\U00011143\U000111c5\U000111c6"
+    "\U000111cd\U000111de\U000111df\U00011238\U00011239\U0001123b\U0001123c\U000112a9\U0001144b"
+    "\U0001144c\U000115c2\U000115c3\U000115c9\U000115ca\U000115cb\U000115cc\U000115cd\U000115ce"
+    "\U000115cf\U000115d0\U000115d1\U000115d2\U000115d3\U000115d4\U000115d5\U000115d6\U000115d7"
+    "\U00011641\U00011642\U0001173c\U0001173d\U0001173e\U00011944\U00011946\U00011a42\U00011a43"
+    "\U00011a9b\U00011a9c\U00011c41\U00011c42\U00011ef7\U00011ef8\U00011f43\U00011f44\U00016a6e"
+    "\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44\U00016e98\U0001bc9f\U0001da88"
+)
+"""datatrove 0.10.1's ``TERMINAL_PUNCTUATION`` (utils/text.py): FineWeb's ``stop_chars``."""
+
+# datatrove 0.10.1's PUNCTUATION_SET (utils/text.py): a token made only of these is a "symbol word"
+DATATROVE_PUNCTUATION = frozenset(
+    "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
+) | frozenset(map(chr, [*range(0, 9), *range(11, 13), *range(13, 32), *range(127, 160)])) | TERMINAL_PUNCTUATION
+
+
+def _text_metrics_datatrove(text: str, stop_words: frozenset[str]) -> dict[str, float | int]:
+    """Gopher quality metrics as datatrove 0.10.1 counts them: ``heur_n_words`` and the mean word
+    length over the tokens (:func:`tokenize`) that are not all punctuation; the "#" and the
+    ellipsis ratios over all tokens (one column: the larger, as both share the bound); bullet /
+    ellipsis line shares over every line of ``splitlines()`` (blank ones too; bullets are "•" and
+    "-"); the alpha share over all tokens; and how many *distinct* stop words occur (as written)."""
+    words = tokenize(text)
+    kept = [w for w in words if any(ch not in DATATROVE_PUNCTUATION for ch in w)]
+    lines = text.splitlines()
+    symbols = max(text.count("#"), text.count("...") + text.count("…"))
+    return {
+        "heur_n_words": len(kept),
+        "heur_avg_word_length": _ratio(sum(len(w) for w in kept), len(kept)),
+        "heur_symbol_word_ratio": _ratio(symbols, len(words)),
+        "heur_bullet_lines_ratio": _ratio(sum(1 for ln in lines if ln.lstrip().startswith(("•", "-"))), len(lines)),
+        "heur_ellipsis_lines_ratio": _ratio(sum(1 for ln in lines if ln.rstrip().endswith(("...", "…"))), len(lines)),
+        "heur_alpha_words_ratio": _ratio(sum(1 for w in words if any(c.isalpha() for c in w)), len(words)),
+        "heur_stop_words": len(stop_words & set(words)),
+    }
+
+# Python's whitespace (str.isspace, what str.split() and str.strip() use), for the bulk path too.
+WHITESPACE = "".join(ch for ch in map(chr, range(sys.maxunicode + 1)) if ch.isspace())
+
+# --- tokens and sentences: spaCy's English rules, as datatrove counts them (wordtok) ------------
+
+tokenize = wordtok.tokenize
+count_sentences = wordtok.count_sentences
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a family: fails when ``metric`` is below (``op="min"``) / above (``"max"``)
+    the threshold, or is true (``"flag"``). The threshold is the config field ``field`` (None
+    disables the rule) or the constant ``fixed``."""
+
+    family: str
+    name: str
+    metric: str
+    op: str
+    field: str | None = None
+    fixed: float | None = None
+
+    @property
+    def reason(self) -> str:
+        return f"{self.family}:{self.name}"
+
+    def threshold(self, cfg: Any) -> float | bool | None:
+        if self.op == "flag":
+            return True
+        return getattr(cfg, self.field) if self.field else self.fixed
+
+    def fails(self, value: Any, threshold: Any, cfg: Any = None) -> bool:
+        if self.op == "flag":
+            return bool(value)
+        if self.op == "min":
+            if self.name == "line_punct_ratio" and cfg is not None and cfg.line_punct_exclude_zero and value == 0:
+                return False
+            return value < threshold
+        return value > threshold
+
+
+GOPHER_QUALITY_RULES: tuple[Rule, ...] = tuple(
+    Rule("gopher_quality", r.name, r.metric, "min" if r.drop_below else "max", field=r.name) for r in GOPHER_RULES)
+
+REPETITION_FIELDS = [name for name in GopherRepetitionConfig.model_fields if name != "enabled"]
+GOPHER_REPETITION_RULES: tuple[Rule, ...] = (
+    Rule("gopher_repetition", "empty", "heur_n_chars", "min", fixed=1),
+    *(Rule("gopher_repetition", name, f"heur_{name}", "max", field=name) for name in REPETITION_FIELDS),
+)
+TOP_NGRAMS = (2, 3, 4)
+DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
+if REPETITION_FIELDS[4:] != [f"top_{n}_gram_char_frac" for n in TOP_NGRAMS] + [
+        f"dup_{n}_gram_char_frac" for n in DUP_NGRAMS]:  # pragma: no cover - a programming error
+    raise RuntimeError("GopherRepetitionConfig fields out of sync with TOP_NGRAMS / DUP_NGRAMS")
+
+C4_RULES: tuple[Rule, ...] = (
+    Rule("c4", "lorem_ipsum", "heur_c4_lorem_ipsum", "flag"),
+    Rule("c4", "curly_bracket", "heur_c4_curly_bracket", "flag"),
+    Rule("c4", "min_sentences", "heur_c4_sentences", "min", field="min_sentences"),
+)
+FINEWEB_RULES: tuple[Rule, ...] = (
+    Rule("fineweb_quality", "empty", "heur_fw_lines", "min", fixed=1),
+    Rule("fineweb_quality", "line_punct_ratio", "heur_fw_line_punct_ratio", "min", field="line_punct_ratio"),
+    Rule("fineweb_quality", "short_line_ratio", "heur_fw_short_line_ratio", "max", field="short_line_ratio"),
+    Rule("fineweb_quality", "char_dup_ratio", "heur_fw_char_dup_ratio", "max", field="char_dup_ratio"),
+    Rule("fineweb_quality", "list_ratio", "heur_fw_list_ratio", "max", field="list_ratio"),
+)
+
+GOPHER_REPETITION_SCHEMA = pa.schema(
+    [pa.field("heur_n_chars", pa.int64())] + [pa.field(f"heur_{name}", pa.float64()) for name in REPETITION_FIELDS])
+C4_SCHEMA = pa.schema([
+    pa.field("heur_c4_sentences", pa.int32()),
+    pa.field("heur_c4_lorem_ipsum", pa.bool_()),
+    pa.field("heur_c4_curly_bracket", pa.bool_()),
+    pa.field("heur_c4_lines_removed", pa.int32()),
+])
+FINEWEB_SCHEMA = pa.schema([
+    pa.field("heur_fw_lines", pa.int32()),
+    pa.field("heur_fw_line_punct_ratio", pa.float64()),
+    pa.field("heur_fw_short_line_ratio", pa.float64()),
+    pa.field("heur_fw_char_dup_ratio", pa.float64()),
+    pa.field("heur_fw_list_ratio", pa.float64()),
+])
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the HeuristicsConfig field
+    rules: tuple[Rule, ...]
+    schema: pa.Schema
+
+
+# The documented order: the first failed rule of the first failing family names the drop.
+FAMILIES: tuple[Family, ...] = (
+    Family("gopher_quality", GOPHER_QUALITY_RULES, METRICS_SCHEMA),
+    Family("gopher_repetition", GOPHER_REPETITION_RULES, GOPHER_REPETITION_SCHEMA),
+    Family("c4", C4_RULES, C4_SCHEMA),
+    Family("fineweb_quality", FINEWEB_RULES, FINEWEB_SCHEMA),
+)
+FAMILY_NAMES = tuple(f.name for f in FAMILIES)
+RULE_NAMES: tuple[str, ...] = tuple(rule.reason for family in FAMILIES for rule in family.rules)
+if list(FAMILY_NAMES) != [n for n in HeuristicsConfig.model_fields if n in FAMILY_NAMES]:  # pragma: no cover
+    raise RuntimeError("FAMILIES out of the HeuristicsConfig field order")
+
+
+# --- Gopher repetition (reference) -------------------------------------------------------------
+
+_PARAGRAPHS = re.compile(r"\n{2,}")
+_LINES = re.compile(r"\n+")
+
+
+def find_duplicates(items: Sequence[str]) -> tuple[int, int]:
+    """(items seen before, characters of those items), as datatrove's ``find_duplicates``."""
+    seen: set[str] = set()
+    n = chars = 0
+    for item in items:
+        if item in seen:
+            n += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n, chars
+
+
+def top_ngram_chars(words: Sequence[str], n: int) -> int:
+    """Characters of the most frequent word n-gram (joined by spaces) times its count; ties go to
+    the n-gram seen first (``Counter.most_common(1)``); 0 with fewer than n words."""
+    grams = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0
+    gram, count = grams.most_common(1)[0]
+    return len(gram) * count
+
+
+def duplicated_ngram_chars(words: Sequence[str], n: int) -> int:
+    """Characters of the word n-grams that repeat an earlier one, as datatrove's
+    ``find_all_duplicate``: scanning left to right, a repeated n-gram counts its characters
+    (words joined without spaces) and the scan jumps past it, so overlaps count once. N-grams
+    are compared as word tuples (datatrove compares the joined strings, so "ab c" and "a bc"
+    would match there)."""
+    seen: set[tuple[str, ...]] = set()
+    chars = i = 0
+    while i < len(words) - n + 1:
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            chars += sum(len(w) for w in gram)
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def _repetition_row(text: str) -> dict[str, float | int]:
+    n_chars = len(text)
+    row: dict[str, float | int] = {"heur_n_chars": n_chars}
+    paragraphs = _PARAGRAPHS.split(text.strip())
+    dup, chars = find_duplicates(paragraphs)
+    row["heur_dup_para_frac"] = _ratio(dup, len(paragraphs))
+    row["heur_dup_para_char_frac"] = _ratio(chars, n_chars)
+    lines = _LINES.split(text)
+    dup, chars = find_duplicates(lines)
+    row["heur_dup_line_frac"] = _ratio(dup, len(lines))
+    row["heur_dup_line_char_frac"] = _ratio(chars, n_chars)
+    words = tokenize(text)
+    for n in TOP_NGRAMS:
+        row[f"heur_top_{n}_gram_char_frac"] = _ratio(top_ngram_chars(words, n), n_chars)
+    for n in DUP_NGRAMS:
+        row[f"heur_dup_{n}_gram_char_frac"] = _ratio(duplicated_ngram_chars(words, n), n_chars)
+    return row
+
+
+def gopher_repetition_metrics(texts: Sequence[str | None]) -> pa.Table:
+    """The Gopher repetition metrics of each text (:data:`GOPHER_REPETITION_SCHEMA`; a None
+    text gets nulls), as datatrove 0.10.1 computes them: paragraphs split on 2+ newlines of
+    the stripped text, lines on 1+ newlines; ``dup_*_frac`` the share of paragraphs / lines
+    that repeat an earlier one; ``dup_*_char_frac`` their characters over the text's;
+    ``top_n_gram_char_frac`` the most frequent n-gram's characters x count over the text's;
+    ``dup_n_gram_char_frac`` :func:`duplicated_ngram_chars` over the text's characters.
+    An empty text has every fraction 0.0 (and fails the ``empty`` rule)."""
+    return _table([None if t is None else _repetition_row(t) for t in texts], GOPHER_REPETITION_SCHEMA)
+
+
+# --- C4 (reference) -------------------------------------------------------------------------------
+
+CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+                     "use cookies")
+
+
+def c4_lines(text: str, cfg: C4Config) -> tuple[list[str], dict[str, int | bool]]:
+    """The lines C4 keeps (stripped, citations removed) and the document's C4 metrics:
+    sentences in the kept lines, whether a line reaching that check holds "lorem ipsum" / a
+    curly bracket, and how many non-blank lines were removed. The per-line checks run in
+    datatrove's order: a word over ``max_word_length``; citations removed; no terminal
+    punctuation; fewer than ``min_words_per_line`` words; "lorem ipsum" (document rule);
+    "javascript"; "{" (document rule); a policy phrase. Datatrove stops at the first
+    document-rule hit; here the scan goes on (the metrics of a document that is dropped
+    anyway), and a line with a document-rule hit is not kept."""
+    kept: list[str] = []
+    sentences = removed = 0
+    lorem = curly = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        nonblank = bool(line)  # removed lines are counted when they held something
+        words = line.split()
+        if cfg.max_word_length is not None and any(len(w) > cfg.max_word_length for w in words):
+            removed += nonblank
+            continue
+        if cfg.remove_citations:
+            line = CITATION_RE.sub("", line)
+        if cfg.filter_no_terminal_punct and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
+            removed += nonblank
+            continue
+        if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
+            removed += nonblank
+            continue
+        lower = line.lower()
+        if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
+            lorem = True
+            removed += 1
+            continue
+        if cfg.filter_javascript and "javascript" in lower:
+            removed += 1
+            continue
+        if cfg.filter_curly_bracket and "{" in line:
+            curly = True
+            removed += 1
+            continue
+        if cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
+            removed += 1
+            continue
+        sentences += count_sentences(line)
+        kept.append(line)
+    return kept, {"heur_c4_sentences": sentences, "heur_c4_lorem_ipsum": lorem, "heur_c4_curly_bracket": curly,
+                  "heur_c4_lines_removed": removed}
+
+
+def c4_clean_text(kept_lines: Sequence[str]) -> str:
+    """The text C4's line cleaning leaves: the kept lines joined by newlines, stripped."""
+    return "\n".join(kept_lines).strip()
+
+
+def c4_metrics(texts: Sequence[str | None], cfg: C4Config | None = None) -> tuple[pa.Table, list[str | None]]:
+    """The C4 metrics of each text (:data:`C4_SCHEMA`; None texts get nulls) and its cleaned
+    text (:func:`c4_clean_text`; None for None)."""
+    cfg = cfg or C4Config()
+    rows, cleaned = [], []
+    for text in texts:
+        if text is None:
+            rows.append(None)
+            cleaned.append(None)
+            continue
+        kept, row = c4_lines(text, cfg)
+        rows.append(row)
+        cleaned.append(c4_clean_text(kept))
+    return _table(rows, C4_SCHEMA), cleaned
+
+
+# --- FineWeb quality (reference) -------------------------------------------------------------------
+
+def _fineweb_row(text: str, cfg: FineWebQualityConfig) -> dict[str, float | int]:
+    lines = [line for line in text.split("\n") if line.strip() != ""]
+    n = len(lines)
+    # datatrove: a line "ends with" terminal punctuation as written (trailing blanks count)
+    punct = sum(1 for line in lines if line[-1:] in TERMINAL_PUNCTUATION)
+    short = sum(1 for line in lines if len(line) <= cfg.short_line_length)
+    non_newline = len(text) - text.count("\n")
+    return {
+        "heur_fw_lines": n,
+        "heur_fw_line_punct_ratio": _ratio(punct, n),
+        "heur_fw_short_line_ratio": _ratio(short, n),
+        "heur_fw_char_dup_ratio": _ratio(find_duplicates(lines)[1], non_newline),
+        "heur_fw_list_ratio": _ratio(text.count("\n"), len(tokenize(text))),
+    }
+
+
+def fineweb_quality_metrics(texts: Sequence[str | None], cfg: FineWebQualityConfig | None = None) -> pa.Table:
+    """FineWeb's metrics of each text (:data:`FINEWEB_SCHEMA`), as datatrove 0.10.1: over the
+    non-blank lines of ``text.split("\\n")``, the share ending in a terminal punctuation mark
+    (:data:`TERMINAL_PUNCTUATION`), the share of at most ``short_line_length`` characters, the
+    characters of lines repeating an earlier line over the text's non-newline characters; and
+    newlines per token (:func:`tokenize`). No non-blank line: ratios 0.0 (``empty`` rule)."""
+    cfg = cfg or FineWebQualityConfig()
+    return _table([None if t is None else _fineweb_row(t, cfg) for t in texts], FINEWEB_SCHEMA)
+
+
+# --- shared ----------------------------------------------------------------------------------------
+
+def _table(rows: list[dict | None], schema: pa.Schema) -> pa.Table:
+    columns = {name: [None if row is None else row[name] for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def family_config(cfg: HeuristicsConfig, family: str) -> Any:
+    return getattr(cfg, family)
+
+
+def reference_metrics(texts: Sequence[str | None],
+                      cfg: HeuristicsConfig) -> tuple[dict[str, pa.Table], list[str | None]]:
+    """Per enabled family its metrics table, and the C4-cleaned texts (the input texts when C4 is
+    off or does not clean lines): the readable reference the bulk path is tested against."""
+    out: dict[str, pa.Table] = {}
+    cleaned: list[str | None] = list(texts)
+    if cfg.gopher_quality.enabled:
+        out["gopher_quality"] = gopher_quality_metrics(texts, cfg.gopher_quality.stop_words,
+                                                       cfg.gopher_quality.definitions)
+    if cfg.gopher_repetition.enabled:
+        out["gopher_repetition"] = gopher_repetition_metrics(texts)
+    if cfg.c4.enabled:
+        out["c4"], c4_cleaned = c4_metrics(texts, cfg.c4)
+        if cfg.c4.clean_lines:
+            cleaned = c4_cleaned
+    if cfg.fineweb_quality.enabled:
+        out["fineweb_quality"] = fineweb_quality_metrics(texts, cfg.fineweb_quality)
+    return out, cleaned
+
+
+def reference_reasons(metrics: dict[str, pa.Table], cfg: HeuristicsConfig) -> list[str | None]:
+    """Row by row, the first failed rule over the families in order (None: kept or unchecked)."""
+    n = next(iter(metrics.values())).num_rows if metrics else 0
+    checks = []
+    for family in FAMILIES:
+        if family.name not in metrics:
+            continue
+        fcfg = family_config(cfg, family.name)
+        table = metrics[family.name]
+        for rule in family.rules:
+            threshold = rule.threshold(fcfg)
+            if threshold is not None:
+                checks.append((rule, threshold, fcfg, table.column(rule.metric).to_pylist()))
+    reasons: list[str | None] = []
+    for i in range(n):
+        reason = None
+        for rule, threshold, fcfg, values in checks:
+            if values[i] is not None and rule.fails(values[i], threshold, fcfg):
+                reason = rule.reason
+                break
+        reasons.append(reason)
+    return reasons
+
+
+def first_failed(metrics: dict[str, pa.Table], cfg: HeuristicsConfig, n: int) -> list[str | None]:
+    """The same as :func:`reference_reasons`, vectorized: one numpy comparison per rule."""
+    reason = np.full(n, -1, np.int32)
+    names: list[str] = []
+    for family in FAMILIES:
+        if family.name not in metrics:
+            continue
+        fcfg = family_config(cfg, family.name)
+        table = metrics[family.name]
+        for rule in family.rules:
+            threshold = rule.threshold(fcfg)
+            if threshold is None:
+                continue
+            col = table.column(rule.metric)
+            valid = col.is_valid().to_numpy(zero_copy_only=False)
+            values = col.fill_null(False if rule.op == "flag" else 0).to_numpy(zero_copy_only=False)
+            if rule.op == "flag":
+                fail = values.astype(bool)
+            elif rule.op == "min":
+                fail = values < threshold
+                if rule.name == "line_punct_ratio" and fcfg.line_punct_exclude_zero:
+                    fail &= values != 0
+            else:
+                fail = values > threshold
+            fail &= valid & (reason < 0)
+            reason[fail] = len(names)
+            names.append(rule.reason)
+    lookup = np.array(names + [None], dtype=object)
+    return lookup[reason].tolist()
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+def heuristics_table(texts: Sequence[str | None], cfg: HeuristicsConfig,
+                     fast: bool = True) -> tuple[pa.Table, list[str | None], list[str | None]]:
+    """Metrics of every enabled family as one table (families in order), the drop reason of each
+    text (None: kept, or not checked when the text is None) and the texts as C4's line cleaning
+    leaves them. ``fast`` picks the bulk path; ``fast=False`` the reference."""
+    if fast:
+        from dataforge.curate.heuristics_fast import bulk_metrics
+
+        metrics, cleaned = bulk_metrics(texts, cfg)
+        reasons = first_failed(metrics, cfg, len(texts))
+    else:
+        metrics, cleaned = reference_metrics(texts, cfg)
+        reasons = reference_reasons(metrics, cfg)
+    columns: dict[str, pa.ChunkedArray] = {}
+    fields: list[pa.Field] = []
+    for family in FAMILIES:
+        if family.name in metrics:
+            for field in family.schema:
+                if field.name not in columns:
+                    fields.append(field)
+                    columns[field.name] = metrics[family.name].column(field.name)
+    table = pa.Table.from_arrays([columns[f.name] for f in fields], schema=pa.schema(fields)) if fields \
+        else pa.table({"_": pa.nulls(len(texts))}).drop_columns(["_"])
+    return table, reasons, cleaned
+
+
+def apply_heuristics(table: pa.Table, cfg: HeuristicsConfig, fast: bool = True) -> tuple[pa.Table, pa.Table]:
     """The heuristics stage: ``(kept, rejected)``.
 
     Only rows whose ``kind`` is in ``cfg.apply_to`` are checked (``heur_checked``); the others
-    pass with null metrics. With ``cfg.keep_metrics`` the ``heur_*`` metric columns are added to
-    both outputs. Rejected rows carry ``drop_stage="heuristics"`` and the first failing rule as
-    ``drop_reason``. A disabled stage returns the table unchanged and no rejected rows.
+    pass with null metrics. With ``cfg.keep_metrics`` the ``heur_*`` metric columns of the
+    enabled families are added to both outputs. Rejected rows carry ``drop_stage="heuristics"``
+    and the first failed rule as ``drop_reason`` (``<family>:<rule>``). With C4 enabled and
+    ``c4.clean_lines``, the kept rows' text is their kept lines (``heur_c4_lines_removed``
+    always, even without ``keep_metrics``; rejected rows keep their text as it came).
+    A disabled stage returns the table unchanged and no rejected rows.
     """
     if not cfg.enabled:
         return table, with_drop(table.slice(0, 0), STAGE, [])
@@ -204,15 +687,32 @@ def apply_heuristics(table: pa.Table, cfg: HeuristicsConfig) -> tuple[pa.Table, 
     checked = [kind in apply_to for kind in table.column("kind").to_pylist()]
     # A missing text on a checked row is an empty document (and fails), never a silent pass.
     texts = [(text or "") if check else None for text, check in zip(table.column("text").to_pylist(), checked)]
-    metrics = gopher_quality_metrics(texts, cfg.gopher_quality.stop_words)
-    reasons = gopher_quality_reasons(metrics, cfg.gopher_quality)
+    metrics, reasons, cleaned = heuristics_table(texts, cfg, fast=fast)
 
     out = table.append_column(pa.field("heur_checked", pa.bool_()), pa.array(checked, pa.bool_()))
-    if cfg.keep_metrics:
-        for field in METRICS_SCHEMA:
+    for field in metrics.schema:
+        if cfg.keep_metrics or field.name == "heur_c4_lines_removed":
             out = out.append_column(field, metrics.column(field.name))
 
     dropped = pa.array([reason is not None for reason in reasons], pa.bool_())
     kept = out.filter(pc.invert(dropped))
+    if cfg.c4.enabled and cfg.c4.clean_lines:
+        text_type = table.schema.field("text").type
+        new_text = [c if c is not None else t for c, t, r in zip(cleaned, table.column("text").to_pylist(), reasons)
+                    if r is None]
+        kept = kept.set_column(kept.column_names.index("text"), table.schema.field("text"),
+                               pa.array(new_text, text_type))
     rejected = with_drop(out.filter(dropped), STAGE, [reason for reason in reasons if reason is not None])
     return kept, rejected
+
+
+def heuristics_summary(kept: pa.Table, rejected: pa.Table) -> dict:
+    """Counts for a report: rows, kept, dropped by rule (first failed rule, in rule order)."""
+    counts = Counter(rejected.column("drop_reason").to_pylist()) if rejected.num_rows else Counter()
+    by_rule = {name: counts[name] for name in RULE_NAMES if counts.get(name)}
+    by_rule.update({k: v for k, v in counts.items() if k not in by_rule})
+    lines_removed = 0
+    if "heur_c4_lines_removed" in kept.column_names:
+        lines_removed = int(pc.sum(kept.column("heur_c4_lines_removed")).as_py() or 0)
+    return {"rows": kept.num_rows + rejected.num_rows, "kept": kept.num_rows, "dropped": rejected.num_rows,
+            "by_rule": by_rule, "c4_lines_removed": lines_removed}

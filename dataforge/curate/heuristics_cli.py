@@ -1,0 +1,108 @@
+"""``dataforge filter``: the heuristic rule filters (the ``heuristics`` stage) on any JSONL or
+Parquet file with a text column (library: :mod:`dataforge.curate.heuristics`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+FAMILY_HELP = ("Rule families to run, comma-separated, in any of: gopher_quality, gopher_repetition, c4, "
+               "fineweb_quality, or all [default: those the config enables; without --config: gopher_quality]")
+
+
+def _fail(msg: str) -> None:
+    from dataforge.cli import _fail as fail
+
+    fail(msg)
+
+
+def filter_command(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Records as JSON lines (.jsonl) or Parquet (.parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: kept.parquet, rejected.parquet, quarantine.jsonl"),
+    text_column: str = typer.Option("text", "--text-column", help="Column holding the text to check"),
+    config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `heuristics:` section (families, "
+                                                                 "thresholds) to use; --rules overrides its families"),
+    rules: str | None = typer.Option(None, "--rules", help=FAMILY_HELP),
+    no_metrics: bool = typer.Option(False, "--no-metrics", help="Leave out the heur_* metric columns"),
+    batch_rows: int = typer.Option(5000, "--batch-rows", min=1, help="Rows checked at once"),
+) -> None:
+    """Drop rows of INPUT that fail heuristic rules: Gopher quality, Gopher repetition, C4, FineWeb.
+
+    Every row is checked (the config's apply_to does not apply to a plain file). Dropped rows go
+    to rejected.parquet with drop_stage heuristics and drop_reason <family>:<rule>, the first rule
+    they failed (e.g. gopher_repetition:dup_line_frac, c4:min_sentences); both files carry the
+    heur_* metrics of the families run. With c4 (and its clean_lines, the default) the kept rows'
+    text is their kept lines, and heur_c4_lines_removed counts the lines removed. Malformed JSON
+    lines and rows without a text go to quarantine.jsonl. Thresholds: configs/*.yaml
+    `heuristics:`, defaults from the papers. Example: dataforge filter pile.jsonl --out
+    filtered/ --text-column contents --rules all
+    """
+    import pyarrow as pa
+
+    from dataforge.cli import _load, console
+    from dataforge.config import HeuristicsConfig
+    from dataforge.curate.heuristics import FAMILY_NAMES, RULE_NAMES, apply_heuristics, heuristics_summary
+    from dataforge.progress import progress_bar
+    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
+
+    base = _load(config).heuristics if config else HeuristicsConfig()
+    data = base.model_dump()
+    if rules:
+        chosen = [r.strip() for r in rules.split(",") if r.strip()]
+        if chosen == ["all"]:
+            chosen = list(FAMILY_NAMES)
+        unknown = [r for r in chosen if r not in FAMILY_NAMES]
+        if unknown or not chosen:
+            _fail(f"--rules: unknown family {', '.join(unknown) or '(none)'}; choose from {', '.join(FAMILY_NAMES)} "
+                  f"or all")
+        for family in FAMILY_NAMES:
+            data[family]["enabled"] = family in chosen
+    data.update(enabled=True, apply_to=["document"], keep_metrics=not no_metrics)
+    cfg = HeuristicsConfig.model_validate(data)
+    if not any(getattr(cfg, f).enabled for f in FAMILY_NAMES):
+        _fail("no rule family enabled: name some with --rules")
+    try:
+        table, quarantined = read_text_table(input_file, text_column)
+    except InputError as e:
+        _fail(str(e))
+
+    # every row is checked as a "document"; a column of the file named kind comes back unchanged
+    n = table.num_rows
+    own_kind = table.column("kind") if "kind" in table.column_names else None
+    if own_kind is not None:
+        table = table.drop_columns(["kind"])
+    table = table.append_column("_row", pa.array(range(n), pa.int64()))
+    table = table.append_column("kind", pa.array(["document"] * n, pa.string()))
+    kept_parts, rejected_parts = [], []
+    steps = max(1, -(-n // batch_rows))
+    with progress_bar(f"filter {input_file.name}", steps) as advance:
+        for start in range(0, max(n, 1), batch_rows):
+            kept, rejected = apply_heuristics(table.slice(start, batch_rows), cfg)
+            kept_parts.append(kept)
+            rejected_parts.append(rejected)
+            advance()
+    kept = pa.concat_tables(kept_parts)
+    rejected = pa.concat_tables(rejected_parts)
+
+    def restore(t: pa.Table) -> pa.Table:
+        rows = t.column("_row")
+        t = t.drop_columns(["_row", "kind", "heur_checked"])
+        if own_kind is not None:
+            t = t.append_column("kind", own_kind.take(rows))
+        return t
+
+    kept, rejected = restore(kept), restore(rejected)
+    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    s = heuristics_summary(kept, rejected)
+    families = ", ".join(f for f in FAMILY_NAMES if getattr(cfg, f).enabled)
+    console.print(f"rows {s['rows']}, kept {s['kept']}, dropped {s['dropped']} ({families}), quarantined "
+                  f"{len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)
+    if s["c4_lines_removed"]:
+        console.print(f"c4 line cleaning removed {s['c4_lines_removed']} lines from kept rows", highlight=False)
+    if s["by_rule"]:
+        width = max(len(r) for r in s["by_rule"])
+        console.print("dropped by rule (first failed):", highlight=False)
+        for rule, count in sorted(s["by_rule"].items(), key=lambda kv: (RULE_NAMES.index(kv[0])
+                                                                         if kv[0] in RULE_NAMES else 999)):
+            console.print(f"  {rule:<{width}}  {count}", highlight=False)
