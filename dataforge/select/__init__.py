@@ -1,0 +1,1 @@
+"""Selection stages: AlpaGasus judge, CoLoR-Filter and diversity (DESIGN.md: select/)."""
