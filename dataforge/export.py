@@ -1,83 +1,460 @@
-"""Export the kept samples of a run as a hand-off dataset.
+"""Export the kept samples of a run as a hand-off dataset a fine-tuning job reads as it is.
 
-``<run>/export/<name>/`` holds ``train.jsonl`` (one chat sample per line: ``messages`` as TRL's
-SFT trainer reads them, plus ``id`` and ``kind``) and/or ``train.parquet`` (the same rows with
-their provenance columns), ``checksums.sha256``, a short dataset card ``README.md`` and a
-``_manifest.json``. The folder is built under a temporary name and renamed into place, so a
-crash never leaves a half-written export visible.
+``<run>/export/<name>/`` holds, per *layout* (``export.kinds``) and split, one file per file
+format (``export.formats``: ``jsonl``, ``parquet``):
+
+=====================  ==========================================  ==================================
+layout                 files                                       a row (TRL's dataset formats)
+=====================  ==========================================  ==================================
+``chat``               ``train.{jsonl,parquet}``,                  ``{"messages": [{role, content}, ...],
+                       ``validation.{jsonl,parquet}``              "id", "kind"}`` (Parquet: plus the
+                                                                   provenance columns)
+``prompt_completion``  ``prompt_completion/train.*``, ...          conversational: ``{"prompt": [...],
+                                                                   "completion": [{assistant}]}``;
+                                                                   standard: two strings (below)
+``text``               ``text/train.*``, ...                       ``{"text": ..., "id", "kind"}``
+=====================  ==========================================  ==================================
+
+plus ``checksums.sha256`` (``sha256sum -c`` reads it), a dataset card ``README.md`` (Hub YAML
+header with the licence and one config per layout, counts per split and layout, the run's
+funnel, teacher, config and dataforge version) and ``_manifest.json``.
+
+**Split.** A row goes to ``validation`` when ``sha256(salt + ":" + id)``, read as a number in
+[0, 1), is below ``validation_fraction``: the same id lands in the same split in every run and
+every re-export, whatever else is in the table. A split with no row has no file.
+
+**Prompt/completion.** The prompt is every turn before the last assistant turn, the completion
+that turn. A row with no turn before it (a pretraining document rendered as a lone assistant
+turn) has no prompt and is left out of this layout (counted in the card and manifest as
+``no_prompt``). With ``prompt_style: standard`` both are strings, rendered by
+:data:`STANDARD_TURN`: each turn as ``"<Role>: <content>\\n\\n"``, the prompt ending in
+``"Assistant:"`` and the completion starting with a space.
+
+**Atomic.** The folder is built under a temporary name and renamed into place; a previous
+export is moved aside first and removed only after the new one is in place, so a crash (even
+``kill -9``) never leaves a half-written export under the final name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import uuid
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 
-from dataforge.records import render_messages
-from dataforge.store import FileEntry, Run, sha256_file, write_manifest
+from dataforge.progress import progress_bar
+from dataforge.records import MESSAGE_TYPE, render_messages
+from dataforge.store import TMP_PREFIX, FileEntry, Run, sha256_file, write_manifest
 
 PROVENANCE = ["id", "kind", "topic", "audience", "style", "teacher_model", "template", "seed_id",
               "question", "answer", "gold_answer", "votes", "agreement", "run_id"]
+LAYOUTS = ("chat", "prompt_completion", "text")
+FORMATS = ("jsonl", "parquet")
+SPLITS = ("train", "validation")
+ROLES = ("system", "user", "assistant")
+STANDARD_TURN = "{role}: {content}\n\n"
+DEFAULT_SALT = "dataforge-split-v1"
+
+MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
 
 
-def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, title: str = "dataforge export",
-                 card_extra: dict | None = None, extra: dict | None = None) -> dict:
-    """Write ``table`` (sample rows) as a hand-off dataset at ``out_dir``; returns its manifest."""
+class ExportError(ValueError):
+    """An export that cannot be made as asked (unknown layout or format, bad fraction)."""
+
+
+# --- the split -----------------------------------------------------------------------------
+
+def split_position(sample_id: str, salt: str = DEFAULT_SALT) -> float:
+    """Where ``sample_id`` falls in [0, 1): the first 8 bytes of sha256(salt:id) over 2^64."""
+    digest = hashlib.sha256(f"{salt}:{sample_id}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def validation_mask(ids: Sequence[str], fraction: float, salt: str = DEFAULT_SALT) -> list[bool]:
+    """True for the ids that go to the validation split."""
+    if not 0.0 <= fraction < 1.0:
+        raise ExportError(f"validation_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return [False] * len(ids)
+    return [split_position(i, salt) < fraction for i in ids]
+
+
+# --- layouts -------------------------------------------------------------------------------
+
+def _check_messages(sample_id: str, messages: list[dict[str, str]]) -> None:
+    for m in messages:
+        if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise ExportError(f"sample {sample_id}: a message must have a role in {ROLES} and string content, "
+                              f"got {str(m)[:120]}")
+
+
+def split_prompt_completion(messages: list[dict[str, str]]) -> tuple[list[dict], list[dict]] | None:
+    """(turns before the last assistant turn, [that turn]); None when there is no prompt."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None or last == 0:
+        return None
+    return messages[:last], [messages[last]]
+
+
+def render_standard(prompt: list[dict], completion: list[dict]) -> tuple[str, str]:
+    """The string form of a prompt/completion pair (:data:`STANDARD_TURN`)."""
+    text = "".join(STANDARD_TURN.format(role=m["role"].capitalize(), content=m["content"]) for m in prompt)
+    return text + "Assistant:", " " + completion[0]["content"]
+
+
+def _layout_schema(layout: str, prompt_style: str) -> pa.Schema | None:
+    if layout == "text":
+        return pa.schema([("text", pa.string()), ("id", pa.string()), ("kind", pa.string())])
+    if layout == "prompt_completion":
+        value = pa.string() if prompt_style == "standard" else MESSAGES_TYPE
+        return pa.schema([("prompt", value), ("completion", value), ("id", pa.string()), ("kind", pa.string())])
+    return None
+
+
+def jsonl_columns(layout: str) -> list[str]:
+    """The fields of a layout's JSON lines (its Parquet file may carry provenance besides)."""
+    return {"chat": ["messages", "id", "kind"], "text": ["text", "id", "kind"],
+            "prompt_completion": ["prompt", "completion", "id", "kind"]}[layout]
+
+
+def layout_reference(table: pa.Table, layout: str, prompt_style: str = "conversational"
+                     ) -> tuple[pa.Table, np.ndarray]:
+    """The readable reference: one layout's rows built row by row in Python. Returns the
+    layout's table and, per input row, whether it is in it. :func:`layout_arrow` must give
+    the same (tests/test_export.py)."""
+    if layout not in LAYOUTS:
+        raise ExportError(f"unknown export layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    rows = table.to_pylist()
+    messages = [render_messages(r) for r in rows]
+    for r, m in zip(rows, messages):
+        _check_messages(r["id"], m)
+    if layout == "chat":
+        out = table.select([c for c in PROVENANCE if c in table.column_names])
+        return out.append_column("messages", pa.array(messages, type=MESSAGES_TYPE)), np.ones(len(rows), bool)
+    if layout == "text":
+        recs = [{"text": r["text"], "id": r["id"], "kind": r["kind"]} for r in rows]
+        return pa.Table.from_pylist(recs, schema=_layout_schema(layout, prompt_style)), np.ones(len(rows), bool)
+    recs, included = [], []
+    for r, m in zip(rows, messages):
+        pair = split_prompt_completion(m)
+        included.append(pair is not None)
+        if pair is None:
+            continue
+        prompt, completion = render_standard(*pair) if prompt_style == "standard" else pair
+        recs.append({"prompt": prompt, "completion": completion, "id": r["id"], "kind": r["kind"]})
+    return pa.Table.from_pylist(recs, schema=_layout_schema(layout, prompt_style)), np.array(included, bool)
+
+
+# --- the same, in bulk on Arrow columns (what export_table runs) -------------------------------------
+
+def _gather(values: pa.Array, starts: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+    """A list array whose row i is ``values[starts[i] : starts[i] + lengths[i]]``."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    idx = starts[row] + (np.arange(offsets[-1]) - offsets[:-1][row])
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32) if offsets[-1] < 2**31 else offsets),
+                                    values.take(pa.array(idx, pa.int64())))
+
+
+def messages_column(table: pa.Table) -> pa.ListArray:
+    """:func:`~dataforge.records.render_messages` of every row at once: the ``messages`` list
+    where it has turns, else the text as one assistant turn. Checks roles and contents."""
+    n = table.num_rows
+    text = table.column("text").combine_chunks()
+    if "messages" in table.column_names:
+        msgs = table.column("messages").combine_chunks().cast(MESSAGES_TYPE)
+        lens = pc.list_value_length(msgs).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = pc.list_flatten(msgs)
+    else:
+        lens, flat = np.zeros(n, np.int64), pa.array([], MESSAGE_TYPE)
+    fallback = lens == 0
+    fb_text = text.filter(pa.array(fallback))
+    fb_vals = pa.StructArray.from_arrays([pa.array(["assistant"] * len(fb_text), pa.string()), fb_text.cast(pa.string())],
+                                         fields=list(MESSAGE_TYPE))
+    values = pa.concat_arrays([flat.cast(MESSAGE_TYPE), fb_vals])
+    starts = np.cumsum(lens) - lens
+    starts[fallback] = len(flat) + np.arange(int(fallback.sum()))
+    out = _gather(values, starts, np.where(fallback, 1, lens))
+    roles, contents = pc.struct_field(out.values, "role"), pc.struct_field(out.values, "content")
+    bad = pc.or_kleene(pc.invert(pc.is_in(roles, pa.array(ROLES))).fill_null(True), pc.is_null(contents))
+    if pc.any(bad).as_py():
+        i = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+        row = int(np.searchsorted(out.offsets.to_numpy(), i, side="right") - 1)
+        raise ExportError(f"sample {table.column('id')[row].as_py()}: a message must have a role in {ROLES} and string "
+                          f"content, got {out.values[i].as_py()}")
+    return out
+
+
+def layout_arrow(table: pa.Table, messages: pa.ListArray, layout: str, prompt_style: str = "conversational"
+                 ) -> tuple[pa.Table, np.ndarray]:
+    """:func:`layout_reference` on whole columns (numpy for the turn arithmetic)."""
+    n = table.num_rows
+    ids, kinds = table.column("id").combine_chunks(), table.column("kind").combine_chunks()
+    if layout == "chat":
+        out = table.select([c for c in PROVENANCE if c in table.column_names])
+        return out.append_column("messages", messages), np.ones(n, bool)
+    if layout == "text":
+        return pa.Table.from_arrays([table.column("text").cast(pa.string()), ids, kinds],
+                                    schema=_layout_schema(layout, prompt_style)), np.ones(n, bool)
+    if layout != "prompt_completion":
+        raise ExportError(f"unknown export layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    offsets = messages.offsets.to_numpy().astype(np.int64)
+    is_asst = pc.equal(pc.struct_field(messages.values, "role"), "assistant").to_numpy(zero_copy_only=False)
+    pos = np.where(is_asst, np.arange(len(is_asst)), -1)
+    last = np.maximum.reduceat(pos, offsets[:-1]) if n and len(pos) else np.full(n, -1)  # every row has >= 1 turn
+    included = (last >= 0) & (last > offsets[:-1])
+    rows = np.flatnonzero(included)
+    prompt = _gather(messages.values, offsets[:-1][rows], (last - offsets[:-1])[rows])
+    completion = _gather(messages.values, last[rows], np.ones(len(rows), np.int64))
+    if prompt_style == "standard":
+        def turns(lists: pa.ListArray) -> pa.Array:
+            role = pc.utf8_capitalize(pc.struct_field(lists.values, "role"))
+            each = pc.binary_join_element_wise(role, ": ", pc.struct_field(lists.values, "content"), "\n\n", "")
+            return pc.binary_join(pa.ListArray.from_arrays(lists.offsets, each), "")
+        prompt = pc.binary_join_element_wise(turns(prompt), "Assistant:", "")
+        completion = pc.binary_join_element_wise(" ", pc.struct_field(completion.values, "content"), "")
+    sel = pa.array(rows, pa.int64())
+    return pa.Table.from_arrays([prompt, completion, ids.take(sel), kinds.take(sel)],
+                                schema=_layout_schema(layout, prompt_style)), included
+
+
+def layout_dir(layout: str) -> str:
+    """Where a layout's files go inside the export ("" = the top level, as chat always has)."""
+    return "" if layout == "chat" else layout + "/"
+
+
+# --- the card ------------------------------------------------------------------------------
+
+def _card(title: str, license_id: str, table_rows: int, kinds: Mapping[str, int], layouts: Mapping[str, dict],
+          entries: Sequence[FileEntry], data_files: Mapping[str, dict[str, str]], info: Mapping[str, Any]) -> str:
+    configs = []
+    for i, (layout, files) in enumerate(data_files.items()):
+        cfg: dict[str, Any] = {"config_name": layout, "data_files": [{"split": s, "path": p} for s, p in files.items()]}
+        if i == 0:
+            cfg["default"] = True
+        configs.append(cfg)
+    header = {"license": license_id, "pretty_name": title, "tags": ["synthetic", "dataforge"], "configs": configs}
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "", f"# {title}", "",
+             f"Rows: {table_rows}", "", f"Licence: {license_id}", "",
+             "| kind | rows |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(kinds.items())]
+    lines += ["", "## Splits and layouts", "",
+              ("Each row is in `train` or `validation` by a hash of its id (the same id always lands in the same "
+               "split)."), "", "| layout | train | validation | left out (no prompt) |", "|---|---|---|---|"]
+    for layout, c in layouts.items():
+        lines.append(f"| {layout} | {c['train']} | {c['validation']} | {c.get('no_prompt', 0)} |")
+    first = next(iter(data_files.values()), {}).get("train", "train.parquet")
+    builder = "parquet" if first.endswith(".parquet") else "json"
+    lines += ["", ("- `chat`: `messages`, a list of `{role, content}` (roles system/user/assistant): the "
+                   "conversational language-modeling format TRL's SFTTrainer reads."),
+              ("- `prompt_completion`: `prompt` and `completion` (TRL's prompt-completion type); the completion is "
+               "the last assistant turn."), "- `text`: `text`, for pretraining.", "",
+              "```python", "from datasets import load_dataset",
+              f'ds = load_dataset("{builder}", data_files={{"train": "{first}"}})',
+              "```", ""]
+    if info.get("teacher_models"):
+        lines += ["## Teacher", "", ", ".join(f"`{m}`" for m in info["teacher_models"]), ""]
+    funnel = info.get("funnel")
+    if funnel:
+        lines += ["## Funnel", "", "| stage | rows in | kept | dropped |", "|---|---|---|---|"]
+        lines += [f"| {f['stage']} | {f.get('rows_in')} | {f.get('rows_kept')} | {f.get('rows_dropped')} |"
+                  for f in funnel]
+        lines.append("")
+    lines += ["## Files", "", "| file | rows | bytes | sha256 |", "|---|---|---|---|"]
+    lines += [f"| {e.name} | {e.rows} | {e.bytes} | `{e.sha256}` |" for e in entries]
+    lines += ["", "Check them with `sha256sum -c checksums.sha256`.", ""]
+    prov = {k: v for k, v in info.items() if k not in ("funnel", "teacher_models", "config")}
+    prov["created_at"] = datetime.now(UTC).isoformat()
+    lines += ["## Provenance", "", "```json", json.dumps(prov, indent=2, default=str), "```", ""]
+    if info.get("config"):
+        lines += ["## Configuration", "", "```yaml", yaml.safe_dump(info["config"], sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def write_jsonl(path: Path, table: pa.Table) -> None:
+    """JSON lines of ``table`` in bulk (polars; UTF-8, compact separators)."""
+    pl.from_arrow(table).write_ndjson(path)
+
+
+def write_jsonl_reference(path: Path, table: pa.Table) -> None:
+    """The same, a ``json.dumps`` per row (the reference :func:`write_jsonl` is tested against)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in table.to_pylist())
+
+
+def _write(tmp: Path, rel: str, fmt: str, layout: str, table: pa.Table, engine: str) -> FileEntry:
+    p = tmp / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        (write_jsonl if engine == "arrow" else write_jsonl_reference)(p, table.select(jsonl_columns(layout)))
+    else:
+        pq.write_table(table, p, compression="zstd")
+    return FileEntry(rel, table.num_rows, p.stat().st_size, sha256_file(p))
+
+
+def _tmp_name(out_dir: Path, old: bool = False) -> Path:
+    return out_dir.parent / f"{TMP_PREFIX}export-{out_dir.name}-{'old-' if old else ''}{uuid.uuid4().hex[:8]}"
+
+
+def _remove_stale(out_dir: Path) -> None:
+    """Temporary folders of this export left by a killed process (never visible as the export)."""
+    pattern = re.compile(rf"{re.escape(TMP_PREFIX)}export-{re.escape(out_dir.name)}-(old-)?[0-9a-f]{{8}}")
+    for p in out_dir.parent.iterdir():
+        if pattern.fullmatch(p.name):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_layouts(tmp: Path, table: pa.Table, messages: pa.ListArray | None, kinds: Sequence[str],
+                   formats: Sequence[str], is_val: np.ndarray, prompt_style: str, engine: str,
+                   entries: list[FileEntry], layouts: dict[str, dict], data_files: dict[str, dict[str, str]],
+                   advance) -> None:
+    """Every file of every layout and split; fills ``entries``, ``layouts`` and ``data_files``."""
+    for layout in kinds:
+        if engine == "arrow":
+            full, included = layout_arrow(table, messages, layout, prompt_style)
+        else:
+            full, included = layout_reference(table, layout, prompt_style)
+        val = is_val[included]
+        counts = {"no_prompt": int((~included).sum())} if layout == "prompt_completion" else {}
+        for split in SPLITS:
+            part = full.filter(pa.array(val if split == "validation" else ~val))
+            counts[split] = part.num_rows
+            if split == "validation" and part.num_rows == 0:
+                continue
+            for fmt in formats:
+                entries.append(_write(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout, part, engine))
+            # the Hub card points at the Parquet file when there is one
+            fmt = "parquet" if "parquet" in formats else "jsonl"
+            data_files.setdefault(layout, {})[split] = f"{layout_dir(layout)}{split}.{fmt}"
+        layouts[layout] = {k: counts[k] for k in (*SPLITS, *(["no_prompt"] if "no_prompt" in counts else []))}
+        advance()
+
+
+def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kinds: Sequence[str] = ("chat",),
+                 validation_fraction: float = 0.0, split_salt: str = DEFAULT_SALT,
+                 prompt_style: str = "conversational", license_id: str = "unknown",
+                 title: str = "dataforge export", card_info: Mapping[str, Any] | None = None,
+                 card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow") -> dict:
+    """Write ``table`` (sample rows) as a hand-off dataset at ``out_dir``; returns its manifest.
+
+    ``kinds`` are layouts (:data:`LAYOUTS`), ``formats`` file formats (:data:`FORMATS`);
+    ``card_info`` (funnel, teacher_models, config, run_id, ...) goes into the dataset card.
+    ``engine``: ``arrow`` (bulk, the default) or ``reference`` (row by row in Python)."""
+    bad = [f for f in formats if f not in FORMATS] + [k for k in kinds if k not in LAYOUTS]
+    if bad or not formats or not kinds:
+        raise ExportError(f"unknown or missing export format/layout {bad}; formats: {', '.join(FORMATS)}; "
+                          f"layouts: {', '.join(LAYOUTS)}")
+    if prompt_style not in ("conversational", "standard"):
+        raise ExportError(f"prompt_style must be conversational or standard, got {prompt_style!r}")
+    if engine not in ("arrow", "reference"):
+        raise ExportError(f"engine must be arrow or reference, got {engine!r}")
     out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out_dir)
+    tmp = _tmp_name(out_dir)
+    tmp.mkdir()
     try:
-        rows = table.to_pylist()
-        messages = [render_messages(r) for r in rows]
-        files: list[Path] = []
-        if "jsonl" in formats:
-            p = tmp / "train.jsonl"
-            with open(p, "w", encoding="utf-8") as f:
-                for r, m in zip(rows, messages):
-                    f.write(json.dumps({"messages": m, "id": r["id"], "kind": r["kind"]}, ensure_ascii=False) + "\n")
-            files.append(p)
-        if "parquet" in formats:
-            p = tmp / "train.parquet"
-            cols = [c for c in PROVENANCE if c in table.column_names]
-            out = table.select(cols)
-            msg_type = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-            out = out.append_column("messages", pa.array(messages, type=msg_type))
-            pq.write_table(out, p, compression="zstd")
-            files.append(p)
-        entries = [FileEntry(p.name, table.num_rows, p.stat().st_size, sha256_file(p)) for p in files]
+        table = table.combine_chunks()
+        ids = table.column("id").to_pylist()
+        is_val = np.array(validation_mask(ids, validation_fraction, split_salt), bool)
+        messages = messages_column(table) if engine == "arrow" else None
+        entries: list[FileEntry] = []
+        layouts: dict[str, dict] = {}
+        data_files: dict[str, dict[str, str]] = {}
+        with progress_bar(f"export ({table.num_rows:,} rows, layouts)", len(kinds)) as advance:
+            _write_layouts(tmp, table, messages, kinds, formats, is_val, prompt_style, engine, entries, layouts,
+                           data_files, advance)
         (tmp / "checksums.sha256").write_text("".join(f"{e.sha256}  {e.name}\n" for e in entries))
-        kinds: dict[str, int] = {}
-        for r in rows:
-            kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-        card = [f"# {title}", "", f"Rows: {table.num_rows}", "", "| kind | rows |", "|---|---|"]
-        card += [f"| {k} | {v} |" for k, v in sorted(kinds.items())]
-        card += ["", "Files: " + ", ".join(e.name for e in entries), "",
-                 "Each row has `messages` (a list of `{role, content}`), the format TRL's SFT trainer reads.",
-                 "", f"Created {datetime.now(timezone.utc).isoformat()}"]
+        kind_counts = {r["values"]: r["counts"] for r in pc.value_counts(table.column("kind")).to_pylist()}
+        info = dict(card_info or {})
         if card_extra:
-            card += ["", "```json", json.dumps(card_extra, indent=2, default=str), "```"]
-        (tmp / "README.md").write_text("\n".join(card) + "\n")
-        manifest = write_manifest(tmp, entries, table.schema, kind="export", counts=kinds,
-                                  **{**(extra or {}), "rows": table.num_rows})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+            info.update(card_extra)
+        info.setdefault("dataforge_version", _version())
+        (tmp / "README.md").write_text(_card(title, license_id, table.num_rows, kind_counts, layouts, entries,
+                                             data_files, info))
+        manifest = write_manifest(tmp, entries, table.schema, kind="export", counts=kind_counts,
+                                  **{**(extra or {}), "rows": table.num_rows, "layouts": layouts,
+                                     "validation_fraction": validation_fraction, "split_salt": split_salt,
+                                     "license": license_id})
+        _swap_into_place(tmp, out_dir)
         return manifest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def export_run(run: Run, stage: str, name: str, formats: Sequence[str], extra: dict | None = None) -> tuple[Path, dict]:
-    """Export the committed rows of ``stage`` in ``run`` as ``<run>/export/<name>``."""
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished folder into place; the previous export is removed only after."""
+    old = None
+    if out_dir.exists():
+        old = _tmp_name(out_dir, old=True)
+        out_dir.rename(old)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _version() -> str:
+    from dataforge import __version__
+
+    return __version__
+
+
+def run_card_info(run: Run, stage: str) -> dict:
+    """What the dataset card says about the run: funnel, teacher, config, versions."""
+    info: dict[str, Any] = {"run_id": run.run_id, "source_stage": stage}
+    try:
+        rec = run.load_record()
+    except (OSError, ValueError):
+        return info
+    info["funnel"] = [{"stage": s, "rows_in": st.rows_in, "rows_kept": st.rows_kept, "rows_dropped": st.rows_dropped}
+                      for s, st in rec.stages.items() if st.rows_in is not None]
+    teacher = (rec.config or {}).get("teacher") or {}
+    info["teacher_models"] = [teacher["model"]] if teacher.get("model") else []
+    info["teacher"] = {k: v for k, v in (rec.teacher or {}).items()
+                       if k in ("requests_sent", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd")}
+    info["versions"] = rec.versions
+    info["config"] = rec.config
+    return info
+
+
+def export_run(run: Run, stage: str, name: str, formats: Sequence[str], extra: dict | None = None,
+               export_cfg: Any = None) -> tuple[Path, dict]:
+    """Export the committed rows of ``stage`` in ``run`` as ``<run>/export/<name>``.
+
+    ``export_cfg`` (an :class:`~dataforge.config.ExportConfig`) sets layouts, split and
+    licence; without it: chat only, no validation split, licence unknown."""
     table = run.read(stage)
     out = run.export_dir(name)
+    info = run_card_info(run, stage)
+    models = sorted({m for m in table.column("teacher_model").to_pylist() if m}) if "teacher_model" in table.column_names else []
+    if models:
+        info["teacher_models"] = models
+    opts: dict[str, Any] = {}
+    if export_cfg is not None:
+        opts = {"kinds": list(export_cfg.kinds), "validation_fraction": export_cfg.validation_fraction,
+                "split_salt": export_cfg.split_salt, "prompt_style": export_cfg.prompt_style,
+                "license_id": export_cfg.license}
     manifest = export_table(table, out, formats, title=f"dataforge export {name} of run {run.run_id}",
-                            card_extra={"run_id": run.run_id, "source_stage": stage}, extra=extra)
+                            card_info=info, extra=extra, **opts)
     return out, manifest

@@ -28,3 +28,20 @@ def teacher_responder(body: dict) -> str:
         result = a + b if seed % 2 == 0 else a + b + 1
         return f"We add {a} and {b}.\n{a} + {b} = {result}\nThe answer is {result}."
     return "I am not sure."
+
+
+JUDGE_MARK = "request your feedback on the performance of AI assistant"
+
+
+def judging_responder(body: dict) -> str:
+    """:func:`teacher_responder` made distinct per sample seed, and an AlpaGasus judge: a
+    judge request (its system prompt) gets a score line 3.0-5.0 taken from a hash of what it
+    judges, then an explanation, so the judge keeps some rows and drops others."""
+    import hashlib
+
+    msgs = body.get("messages", [])
+    if msgs and JUDGE_MARK in msgs[0].get("content", ""):
+        h = int(hashlib.sha256(msgs[-1]["content"].encode()).hexdigest()[:8], 16)
+        score = 3.0 + (h % 5) * 0.5
+        return f"{score}\nThe response is {'accurate' if score >= 4.5 else 'partly accurate'}."
+    return f"{teacher_responder(body)} (sample seed {body.get('seed')})"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -504,3 +505,278 @@ def test_run_layout(tmp_path):
     assert run.rejected_dir("cot") == root / "runs" / "lay" / "rejected" / "cot"
     assert run.export_dir("default") == root / "runs" / "lay" / "export" / "default"
     assert run.cache_dir == root / "cache"
+
+
+# --- a data root on pyarrow's filesystem layer (an object store) ------------------------------
+
+def memory_fs(handler_cls=None):
+    """An in-memory, object-store-like pyarrow filesystem (fsspec's MemoryFileSystem: no
+    atomic rename of directories, nothing on local disk). fsspec's memory store is one global
+    dict per process, so each filesystem here is rooted at its own random prefix."""
+    import uuid
+
+    import pyarrow.fs as pafs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs = pafs.PyFileSystem((handler_cls or pafs.FSSpecHandler)(MemoryFileSystem()))
+    root = f"/test-{uuid.uuid4().hex[:8]}"  # fsspec memory paths are absolute
+    fs.create_dir(root)
+    return pafs.SubTreeFileSystem(root, fs)
+
+
+def test_object_store_root_round_trip_without_local_files(tmp_path, monkeypatch):
+    import pyarrow.fs as pafs
+
+    monkeypatch.chdir(tmp_path)
+    fs = memory_fs()
+    run = Run(fs, "r1")
+    assert not run.is_local and run.filesystem is fs
+    run.save_record(RunRecord(run_id="r1", name="n", created_at="2026-01-01T00:00:00+00:00"))
+    assert run.exists() and run.load_record().name == "n"
+    run.begin_stage("textbooks")
+    w = run.shard_writer(run.stage_dir("textbooks"), max_rows=4, schema=SAMPLE_SCHEMA)
+    table = sample_table(10)
+    w.write(table)
+    entries = w.close()
+    assert [e.rows for e in entries] == [4, 4, 2]
+    run.commit_stage("textbooks", entries, [], SAMPLE_SCHEMA, SAMPLE_SCHEMA, fingerprint="f", config_hash="c")
+    assert run.read("textbooks").equals(table)
+    m = run.committed("textbooks")
+    for e in m["files"]:  # the manifest's size and sha256 are those of the stored objects
+        with fs.open_input_stream(f"runs/r1/textbooks/{e['name']}") as f:
+            data = f.read()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (e["bytes"], e["sha256"])
+    assert sum(b.num_rows for b in iter_batches(run.stage_dir("textbooks"), filesystem=fs)) == 10
+    assert run.is_done("textbooks", "f", "c")
+    # no temporary keys left, nothing written to the local disk
+    keys = [i.path for i in fs.get_file_info(pafs.FileSelector("", recursive=True))]
+    assert not [k for k in keys if TMP_PREFIX in k], keys
+    assert list(tmp_path.iterdir()) == []
+    # run listing and the same bytes as a local store
+    Run(fs, "r2").save_record(RunRecord(run_id="r2", name="n", created_at="2026-01-02T00:00:00+00:00"))
+    assert [r.run_id for r in list_runs(fs)] == ["r1", "r2"] and latest_run(fs).run_id == "r2"
+    local = Run(tmp_path / "data", "r1")
+    local.begin_stage("textbooks")
+    lw = local.shard_writer(local.stage_dir("textbooks"), max_rows=4, schema=SAMPLE_SCHEMA)
+    lw.write(table)
+    assert [(e.rows, e.bytes, e.sha256) for e in lw.close()] == [(e.rows, e.bytes, e.sha256) for e in entries]
+
+
+def test_object_store_crash_between_data_and_manifest_shows_no_shard():
+    fs = memory_fs()
+    run = Run(fs, "r1")
+    run.begin_stage("heuristics")
+    w = run.shard_writer(run.stage_dir("heuristics"), max_rows=3, schema=SIMPLE)
+    w.write(simple_table(0, 7))
+    entries = w.close()  # the data is stored ...
+    stored = [i for i in fs.get_file_info(pafs_selector("runs/r1/heuristics")) if i.path.endswith(".parquet")]
+    assert len(stored) == len(entries) == 3
+    # ... and the process dies before the manifest: the stage is not committed, nothing is readable
+    assert run.committed("heuristics") is None
+    with pytest.raises(StageNotCommitted):
+        run.read("heuristics")
+    with pytest.raises(StageNotCommitted):
+        manifest_files(run.stage_dir("heuristics"), fs)
+    # the next attempt clears the stray shards before writing its own
+    run.begin_stage("heuristics")
+    assert [i for i in fs.get_file_info(pafs_selector("runs/r1/heuristics"))] == []
+    w = run.shard_writer(run.stage_dir("heuristics"), max_rows=3, schema=SIMPLE)
+    w.write(simple_table(0, 2))
+    run.commit_stage("heuristics", w.close(), [], SIMPLE, SIMPLE, fingerprint="f", config_hash="c")
+    assert run.read("heuristics").equals(simple_table(0, 2))
+
+
+def pafs_selector(path: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(path, allow_not_found=True)
+
+
+def test_object_store_failed_manifest_write_leaves_the_old_manifest_or_none():
+    """The manifest goes under a temporary key and is moved over the old one: a failure in the
+    move leaves the previous commit (or none), never a partial manifest, and no temporary key."""
+    import pyarrow.fs as pafs
+
+    class FailingMove(pafs.FSSpecHandler):
+        fail = False
+
+        def move(self, src, dest):
+            if FailingMove.fail:
+                raise OSError("connection reset")
+            return super().move(src, dest)
+
+    fs = memory_fs(FailingMove)
+    run = Run(fs, "r1")
+    run.begin_stage("s")
+    FailingMove.fail = True
+    with pytest.raises(OSError, match="connection reset"):
+        write_manifest(run.stage_dir("s"), [], SIMPLE, filesystem=fs)
+    assert run.committed("s") is None
+    FailingMove.fail = False
+    write_manifest(run.stage_dir("s"), [], SIMPLE, filesystem=fs, tag="old")
+    FailingMove.fail = True
+    with pytest.raises(OSError):
+        write_manifest(run.stage_dir("s"), [], SIMPLE, filesystem=fs, tag="new")
+    FailingMove.fail = False
+    assert run.committed("s")["tag"] == "old"
+    assert not [i.path for i in fs.get_file_info(pafs_selector("runs/r1/s")) if TMP_PREFIX in i.path]
+
+
+def test_object_store_shard_writer_error_uploads_nothing():
+    fs = memory_fs()
+    run = Run(fs, "r1")
+    run.begin_stage("s")
+    with pytest.raises(RuntimeError):
+        with run.shard_writer(run.stage_dir("s"), max_rows=100, schema=SIMPLE) as w:
+            w.write(simple_table(0, 5))
+            raise RuntimeError("boom")
+    assert list(fs.get_file_info(pafs_selector("runs/r1/s"))) == []
+
+
+KILL_BEFORE_MANIFEST = textwrap.dedent("""
+    import os, signal, sys
+    import pyarrow as pa, pyarrow.fs as pafs
+    from fsspec.implementations.local import LocalFileSystem
+    from dataforge.store import Run
+    # fsspec's local filesystem behind pyarrow's PyFileSystem: the store takes its object-store
+    # path (no local renames), and the objects outlive this process for the parent to look at
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(LocalFileSystem()))
+    run = Run((fs, sys.argv[1]), "r1")
+    run.begin_stage("s")
+    w = run.shard_writer(run.stage_dir("s"), max_rows=2, schema=pa.schema([("i", pa.int64())]))
+    w.write(pa.table({"i": pa.array(range(5), pa.int64())}))
+    w.close()
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_object_store_kill_before_manifest_leaves_no_visible_shard(tmp_path):
+    import pyarrow.fs as pafs
+    from fsspec.implementations.local import LocalFileSystem
+
+    proc = subprocess.run([sys.executable, "-c", KILL_BEFORE_MANIFEST, str(tmp_path / "root")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    shards = sorted(p.name for p in (tmp_path / "root" / "runs" / "r1" / "s").iterdir())
+    assert len(shards) == 3 and all(n.endswith(".parquet") for n in shards)  # written, not committed
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(LocalFileSystem()))
+    run = Run((fs, str(tmp_path / "root")), "r1")
+    assert not run.is_local and run.committed("s") is None
+    with pytest.raises(StageNotCommitted):
+        run.read("s")
+
+
+def test_data_root_forms(tmp_path):
+    import pickle
+    from pathlib import PurePosixPath
+
+    import pyarrow.fs as pafs
+
+    from dataforge.store import is_local_data_root, local_data_root
+
+    assert Run(f"file://{tmp_path}", "r1").dir == tmp_path.resolve() / "runs" / "r1"
+    assert Run(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "r1").is_local
+    assert Run((pafs.LocalFileSystem(), str(tmp_path)), "r1").dir == tmp_path.resolve() / "runs" / "r1"
+    s3 = Run("s3://bucket/prefix?region=us-east-1", "r1")  # opened without going to the network
+    assert isinstance(s3.filesystem, pafs.S3FileSystem) and s3.dir == PurePosixPath("bucket/prefix/runs/r1")
+    back = pickle.loads(pickle.dumps(s3))  # travels to Dask workers
+    assert back.dir == s3.dir and isinstance(back.filesystem, pafs.S3FileSystem)
+    assert not is_local_data_root("s3://bucket/x") and is_local_data_root(f"file://{tmp_path}")
+    assert is_local_data_root(str(tmp_path))
+    with pytest.raises(StoreError, match=r"data root 'nosuch://x': pyarrow's filesystem layer cannot open it"):
+        Run("nosuch://x", "r1")
+    with pytest.raises(StoreError, match="needs a local data root"):
+        local_data_root("s3://bucket/prefix?region=us-east-1")
+    with pytest.raises(StoreError, match="export needs a local data root; run r1 is on s3"):
+        s3.require_local("export")
+    assert not (Path.cwd() / "s3:").exists() and not (Path.cwd() / "nosuch:").exists()
+
+
+PARAGRAPHS = [
+    "Water in the ocean is warmed by the sun and rises into the air as vapour. High in the sky the "
+    "vapour cools and condenses into tiny droplets that gather as clouds. When the droplets grow heavy "
+    "enough they fall back to the ground as rain or snow, and rivers carry the water back to the sea.",
+    "A magnet has two ends that we call its poles. If you bring the north pole of one magnet close to the "
+    "south pole of another, they pull towards each other, but two north poles push each other away. "
+    "The earth itself behaves like a very large magnet, which is why a compass needle points north.",
+    "To add two fractions with the same denominator, you add the numerators and keep the denominator. "
+    "For fractions with different denominators, first find a common denominator, rewrite each fraction "
+    "with it, and then add the numerators. Finally, simplify the result if you can.",
+    "Plants make their own food by a process called photosynthesis. Their leaves take in carbon dioxide "
+    "from the air and water from the soil, and with the energy of sunlight they turn them into sugar and "
+    "oxygen. The oxygen is released into the air, where animals and people breathe it in.",
+]
+
+
+def curation_input(n: int = 24) -> pa.Table:
+    """Sample rows with exact copies (case and punctuation) and near copies (a word changed)."""
+    rows = []
+    for k in range(n):
+        text = PARAGRAPHS[k % len(PARAGRAPHS)]
+        if k >= len(PARAGRAPHS) and k % 3 == 0:
+            text = text.upper()
+        elif k >= len(PARAGRAPHS) and k % 3 == 1:
+            text = text.replace(" the ", " a ", 1).replace("and", f"and also {k}", 1)
+        elif k >= len(PARAGRAPHS):
+            text = f"Lesson {k}. " + text
+        rows.append(make_sample("textbook", text, topic="science", sample_index=k,
+                                created_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    return samples_to_table(rows)
+
+
+def test_curation_on_an_object_store_equals_local(tmp_path):
+    """Heuristics and dedup (dedup in parts, as the flow's tasks run it) on an in-memory object
+    store commit the same rows, bytes and checksums as on a local root; a hand-off export of the
+    object-store run equals the local one; export on the object store itself is a clear error."""
+    from dataforge import stages
+    from dataforge.config import parse_config
+    from dataforge.export import export_table
+
+    cfg = parse_config({"name": "t", "textbooks": {"enabled": False}, "shard_rows": 5})
+    assert stages.enabled_curation(cfg) == ["heuristics", "dedup"]
+    table = curation_input()
+    local, remote = Run(tmp_path / "data", "r1"), Run(memory_fs(), "r1")
+    for run in (local, remote):
+        io = stages._generation_io(run, cfg, "cot")
+        io.begin()
+        kept, rej = io.write_shard(0, table, stages.rejected_schema(table.schema).empty_table())
+        io.commit(kept, rej, table.schema)
+        stages.run_curation_stage(run, cfg, "heuristics")
+    stages.run_whole(local, cfg, "dedup")  # apply_dedup in one process
+    io = stages.dedup_io(remote, cfg)  # the flow's tasks, one by one
+    io.begin()
+    paths = stages.curation_inputs(remote, cfg, "dedup")
+    assert len(paths) > 1
+    parts = [stages.dedup_sign_shard(remote, cfg, p) for p in paths]
+    plan = stages.dedup_plan(remote, cfg, paths, parts)
+    per_band = [stages.dedup_band(plan, b) for b in range(stages.dedup_bands(cfg))]
+    stages.dedup_finish(remote, cfg, paths, plan, per_band, parts)
+
+    for stage in ("cot", "heuristics", "dedup"):
+        assert remote.read(stage).equals(local.read(stage)), stage
+        assert remote.read_rejected(stage).equals(local.read_rejected(stage)), stage
+        digest = lambda m: [(f["rows"], f["bytes"], f["sha256"]) for f in m["files"]]  # noqa: E731
+        assert digest(remote.committed(stage)) == digest(local.committed(stage)), stage
+    reasons = local.read_rejected("dedup").column("drop_reason").to_pylist()
+    assert any(r.startswith("exact_duplicate_of:") for r in reasons)
+    assert any(r.startswith("near_duplicate_of:") for r in reasons)
+    assert stages.curation_io(remote, cfg, "dedup").done()  # resumes: the commit is seen
+
+    out = {}
+    for name, run in (("local", local), ("remote", remote)):
+        export_table(run.read("dedup"), tmp_path / f"export-{name}", ["jsonl", "parquet"])
+        out[name] = (tmp_path / f"export-{name}" / "checksums.sha256").read_text()
+    assert out["remote"] == out["local"] and out["local"]
+    with pytest.raises(StoreError, match="export .*needs a local data root"):
+        stages.run_export(remote, cfg)
+
+
+def test_cli_commands_that_need_local_files_refuse_an_object_store_root():
+    from typer.testing import CliRunner
+
+    from dataforge.cli import app
+
+    for args in (["report"], ["sql", "select 1"], ["export"]):
+        r = CliRunner().invoke(app, [*args, "--data-root", "s3://bucket/x?region=us-east-1"])
+        assert r.exit_code == 2, (args, r.output)
+        assert "is not a local path: sql, report and export need a local data root" in r.output, r.output

@@ -256,7 +256,8 @@ def test_export_table(built):
     assert sums == {"train.jsonl": sha256_of(out / "train.jsonl"), "train.parquet": sha256_of(out / "train.parquet")}
 
     card = (out / "README.md").read_text()
-    assert card.startswith("# test export") and f"Rows: {table.num_rows}" in card
+    # the Hub's YAML header (licence, configs) comes first, then the title
+    assert card.startswith("---\n") and "\n# test export\n" in card and f"Rows: {table.num_rows}" in card
     assert "| cot | 2 |" in card and "| textbook | 2 |" in card
     assert manifest == read_manifest(out)
     assert manifest["rows"] == table.num_rows and manifest["counts"] == {"textbook": 2, "cot": 2}

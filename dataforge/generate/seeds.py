@@ -40,7 +40,8 @@ from typing import Any, Literal, get_args
 
 from dataforge.config import ConfigError
 from dataforge.generate.answers import Choice, format_options, gold_from_gsm8k, parse_gold, parse_options
-from dataforge.tabular import Quarantined, iter_json_lines, iter_lines, write_quarantine  # noqa: F401 (re-exported)
+from dataforge.tabular import (  # noqa: F401 (Quarantined, write_quarantine: re-exported)
+    Quarantined, iter_json_lines, iter_lines, lone_surrogate, write_quarantine)
 
 log = logging.getLogger("dataforge.seeds")
 
@@ -146,7 +147,9 @@ def _json_records(path: Path, c: _Collector, array_key: str | None = None
                      "the rest of the file cannot be read", text[pos: pos + 200], index)
             return
         raw = text[pos:end]
-        if isinstance(obj, dict):
+        if isinstance(obj, dict) and lone_surrogate(raw, obj):
+            c.reject(path, line_of(pos), "invalid Unicode: an unpaired surrogate escape (\\udXXX) is not text", raw, index)
+        elif isinstance(obj, dict):
             yield line_of(pos), index, raw, obj
         else:
             c.reject(path, line_of(pos), f"expected a JSON object, got {type(obj).__name__}", raw, index)

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataforge.config import ConfigError, TextbookConfig
 from dataforge.curate.diversity_metrics import distinct_n
-from dataforge.tabular import Quarantined, iter_json_lines
+from dataforge.tabular import PARQUET_ERRORS, Quarantined, decode_field_names, iter_json_lines
 from dataforge.generate.taxonomy import LoadedTaxonomy, TopicUnit, inline_units, load_taxonomies
 from dataforge.generate.textbook_prompts import (
     PASSAGE_TEMPLATE,
@@ -120,7 +119,9 @@ def load_passages(path: str | Path, text_field: str = "text", id_field: str | No
     if p.suffix.lower() == ".parquet":
         try:
             table = pq.read_table(p)
-        except (pa.ArrowException, OSError) as err:
+            decode_field_names(table.schema)
+            table.validate(full=True)  # strings that are not UTF-8
+        except PARQUET_ERRORS as err:
             raise PassageError(f"textbooks.passages: {p}: not a readable Parquet file ({err})") from None
         if text_field not in table.column_names:
             raise PassageError(f"textbooks.passages: {p}: no column {text_field!r} "

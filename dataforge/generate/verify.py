@@ -169,8 +169,10 @@ def verify_file(path: str | Path, out: str | Path | None = None, fields: Fields 
     parquet_columns = None
     if src.suffix.lower() == ".parquet":
         try:
-            parquet_columns = pq.read_schema(src).names
-        except (pa.ArrowInvalid, OSError) as err:
+            schema = pq.read_schema(src)
+            tabular.decode_field_names(schema)
+            parquet_columns = schema.names
+        except tabular.PARQUET_ERRORS as err:
             raise VerifyError(f"{src}: not a readable Parquet file: {err}") from None
     if parquet_columns is not None and fields.solution not in parquet_columns:
         raise VerifyError(f"{src}: no column {fields.solution!r}; columns: {', '.join(parquet_columns)}")

@@ -37,7 +37,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from types import TracebackType
@@ -372,9 +372,13 @@ class TeacherClient:
         base_url: str | None = None,
         sleep: SleepFn = asyncio.sleep,
         clock: Clock = time.monotonic,
+        acquire: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.cache = cache
+        # awaited before every HTTP attempt, after the client's own limiter: a slot of a limit
+        # shared with other processes (flows/ passes one that takes a Prefect global rate limit)
+        self._acquire = acquire
         self.base_url = base_url or cfg.resolved_base_url()
         self._public_base_url = _public_url(self.base_url)
         self.stats = TeacherStats()
@@ -466,6 +470,8 @@ class TeacherClient:
         Raises the SDK's errors or :class:`_MalformedResponse`."""
         async with self._get_semaphore():
             reserved = await self.limiter.acquire(est_tokens)
+            if self._acquire is not None:
+                await self._acquire()
             self.stats.requests_sent += 1
             try:
                 raw = await self._client.chat.completions.with_raw_response.create(

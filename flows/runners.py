@@ -1,0 +1,55 @@
+"""Where the flow's tasks run, chosen by the ``runner`` section of the pipeline YAML.
+
+``threads`` (default): Prefect's thread pool in the flow's process. ``dask``: prefect-dask's
+``DaskTaskRunner``, either on a temporary ``distributed.LocalCluster`` started for the run and
+torn down after it, or on a running cluster given by its scheduler ``address``::
+
+    runner: {kind: dask, n_workers: 4, threads_per_worker: 1}     # a local cluster
+    runner: {kind: dask, address: "tcp://10.0.0.5:8786"}          # an existing one
+
+Tasks travel to workers pickled (a :class:`~dataforge.store.Run` is a path, an id and, for a data
+root on an object store, its pyarrow filesystem; a config is pydantic), so a remote worker needs
+dataforge installed and the data root reachable: the same local path, or the same object store
+(``s3://...``; ``memory://`` lives in one process and suits the threads runner only). Dedup's
+signature arrays pass between tasks as futures, so on Dask they go from worker to worker.
+"""
+
+from __future__ import annotations
+
+from prefect import get_client
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from dataforge.config import RunnerConfig
+
+
+def task_runner(cfg: RunnerConfig) -> TaskRunner:
+    """The Prefect task runner for ``cfg``."""
+    if cfg.kind == "threads":
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.address:
+        return DaskTaskRunner(address=cfg.address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        # processes, so CPU-bound stages run in parallel; the status server on a free port (runs
+        # side by side); the workers report their task runs to this flow's API, even when it is
+        # Prefect's temporary one (otherwise each worker would start its own)
+        cluster_kwargs={"n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker,
+                        "processes": True, "dashboard_address": ":0", "env": {"PREFECT_API_URL": current_api_url()}},
+    )
+
+
+def current_api_url() -> str:
+    """The URL of the Prefect API this process talks to (the temporary server's when no
+    ``PREFECT_API_URL`` is set)."""
+    with get_client(sync_client=True) as client:
+        return str(client.api_url).rstrip("/")
+
+
+def describe(cfg: RunnerConfig) -> str:
+    if cfg.kind == "threads":
+        return "threads"
+    if cfg.address:
+        return f"dask at {cfg.address}"
+    return f"dask LocalCluster ({cfg.n_workers} workers x {cfg.threads_per_worker} threads)"

@@ -1,0 +1,217 @@
+"""The flow's service features in-process (Prefect's temporary API): parts of the pipeline via
+the ``stages`` parameter, task retries, artifacts, the shared teacher limit's settings, and
+reading ``prefect.yaml`` for ``flows.serve``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from dataforge import stages
+from dataforge.config import ConfigError, load_config, parse_config
+from dataforge.store import MANIFEST, Run, list_runs
+from fake_openai import FakeOpenAI
+from responders import teacher_responder
+from test_pipeline import write_config
+
+pytestmark = pytest.mark.prefect
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def teacher(monkeypatch):
+    monkeypatch.setenv("DATAFORGE_TEST_KEY", "sk-test")
+    with FakeOpenAI(responder=teacher_responder) as srv:
+        yield srv
+
+
+def test_generation_part_then_curation_part_continues_the_run(tmp_path, teacher):
+    from flows.pipeline import pipeline
+
+    config = write_config(tmp_path, teacher.base_url)
+    root = load_config(config).data_root
+    rid = pipeline(str(config), stages=["generation"])
+    run = Run(root, rid)
+    assert run.committed("textbooks") and run.committed("cot")
+    assert not (run.stage_dir("heuristics") / MANIFEST).exists() and not run.export_dir("default").exists()
+    asked = teacher.chat_count
+
+    # no run_id: the curation part continues this pipeline's latest run, asking the teacher nothing
+    assert pipeline(str(config), stages=["curation", "export"]) == rid
+    assert teacher.chat_count == asked
+    assert run.committed("heuristics") and run.committed("dedup")
+    assert_dedup_is_the_library_result(run, config)
+    assert (run.export_dir("default") / "train.jsonl").exists()
+    assert run.load_record().status == "completed" and len(list_runs(root)) == 1
+
+
+def assert_dedup_is_the_library_result(run: Run, config: Path) -> None:
+    """The flow's dedup (signature tasks per shard, candidate tasks per band, one finishing
+    task) committed exactly what ``apply_dedup`` gives in one process on the same input rows."""
+    from dataforge.curate.dedup import apply_dedup
+
+    cfg = load_config(config)
+    table = pa.concat_tables([run.read(s) for s in stages.curation_inputs_of(cfg, "dedup")])
+    kept, rejected = apply_dedup(table, cfg.dedup)
+    assert rejected.num_rows > 0  # the fake teacher's answers hold near-duplicates to find
+    assert run.read("dedup").equals(kept)
+    assert run.read_rejected("dedup").equals(rejected)
+    tasks = run.load_record().stages["dedup"].extra["tasks"]
+    assert tasks == {"sign": len(stages.curation_inputs(run, cfg, "dedup")), "bands": stages.dedup_bands(cfg)}
+    assert tasks["sign"] > 1 and tasks["bands"] > 1
+
+
+def test_curation_part_without_a_run_and_unknown_stages_are_clear_errors(tmp_path, teacher):
+    from flows.pipeline import pipeline, select_stages
+
+    config = write_config(tmp_path, teacher.base_url)
+    with pytest.raises(ConfigError, match="has no run of pipeline 't'"):
+        pipeline(str(config), stages=["curation"])
+    with pytest.raises(ConfigError, match=r"stages: unknown stage 'dedupe' \(choose from generation, curation"):
+        select_stages(["dedupe"])
+    assert select_stages(["generation", "export"]) == {"textbooks", "cot", "export"}
+
+
+def test_object_store_data_root_refuses_stages_that_write_local_files(tmp_path):
+    """On an object-store data root only the store and curation run; generation, the judge and
+    export (SQLite cache, quarantine and export files) are a clear error before anything runs."""
+    from flows.pipeline import check_data_root, select_stages
+
+    cfg = parse_config({"data_root": "s3://bucket/prefix?region=us-east-1"})
+    with pytest.raises(ConfigError, match=r"data_root 's3://bucket/prefix\?region=us-east-1' is not a local path, "
+                                          r"and these selected stages need one: textbooks .*; cot .*; export"):
+        check_data_root(cfg, select_stages(None))
+    check_data_root(cfg, select_stages(["curation"]))  # heuristics, dedup: fine
+    judged = parse_config({"data_root": "gs://bucket/x", "judge": {"enabled": True}})
+    with pytest.raises(ConfigError, match=r"judge \(the teacher's SQLite request cache\)"):
+        check_data_root(judged, select_stages(["judge"]))
+    check_data_root(parse_config({"data_root": str(tmp_path)}), select_stages(None))  # local: anything
+
+
+def test_curation_part_on_an_object_store_root_equals_the_local_one(tmp_path, teacher):
+    """The flow's curation (heuristics per shard, dedup per shard and per band) on a data root
+    that is an object store (fsspec's in-memory one, ``memory://``) commits what it commits on a
+    local root; export there is refused before anything runs."""
+    import uuid
+
+    from flows.pipeline import pipeline
+
+    config = write_config(tmp_path, teacher.base_url)
+    local = Run(load_config(config).data_root, pipeline(str(config), stages=["generation"]))
+    (tmp_path / "remote").mkdir()
+    remote_config = write_config(tmp_path / "remote", teacher.base_url, data_root=f"memory://df-{uuid.uuid4().hex[:8]}")
+    rcfg = load_config(remote_config)
+    remote = stages.open_run(rcfg, local.run_id)  # the generation output, copied to the object store
+    assert not remote.is_local
+    for s in ("textbooks", "cot"):
+        io = stages._generation_io(remote, rcfg, s)
+        io.begin()
+        kept, rej = io.write_shard(0, local.read(s), local.read_rejected(s))
+        io.commit(kept, rej, local.read(s).schema)
+    asked = teacher.chat_count
+    assert pipeline(str(remote_config), stages=["curation"]) == local.run_id  # finds the run there
+    pipeline(str(config), stages=["curation"])
+    assert teacher.chat_count == asked
+    for s in ("heuristics", "dedup"):
+        assert remote.read(s).equals(local.read(s)) and remote.read_rejected(s).equals(local.read_rejected(s)), s
+    assert_dedup_is_the_library_result(remote, remote_config)
+    assert remote.load_record().status == "completed"
+    with pytest.raises(ConfigError, match="export .*the hand-off dataset's local files"):
+        pipeline(str(remote_config), stages=["export"])
+    assert not (Path.cwd() / "memory:").exists()
+
+
+def test_a_failed_stage_task_is_retried_and_a_config_error_is_not(tmp_path, teacher, monkeypatch):
+    from flows.pipeline import pipeline
+
+    calls: list[str] = []
+    real = stages.SHARDED_STAGES["heuristics"]
+
+    def flaky(table: pa.Table, cfg):
+        calls.append("x")
+        if len(calls) == 1:
+            raise OSError("worker lost its disk for a moment")
+        return real(table, cfg)
+
+    monkeypatch.setitem(stages.SHARDED_STAGES, "heuristics", flaky)
+    config = write_config(tmp_path, teacher.base_url, orchestration={"retries": 1, "retry_delay_seconds": 0})
+    run = Run(load_config(config).data_root, pipeline(str(config)))
+    shards = len(run.committed("cot")["files"]) + len(run.committed("textbooks")["files"])
+    assert len(calls) == shards + 1  # the failed shard ran twice, the others once
+    assert run.load_record().status == "completed"
+    assert run.committed("heuristics")["rows"] + run.committed_rejected("heuristics")["rows"] == \
+        run.committed("cot")["rows"] + run.committed("textbooks")["rows"]
+
+    def broken(table: pa.Table, cfg):
+        calls.append("bug")
+        raise ValueError("a bug, the same on every attempt")
+
+    monkeypatch.setitem(stages.SHARDED_STAGES, "heuristics", broken)
+    calls.clear()
+    with pytest.raises(ValueError, match="a bug"):
+        pipeline(str(config))  # a new run (generation answered from the cache)
+    assert calls == ["bug"] * shards  # not retried
+    failed = list_runs(load_config(config).data_root)[-1]
+    assert failed.run_id != run.run_id and failed.load_record().stages["heuristics"].status == "failed"
+
+
+def test_artifacts_of_an_in_process_run(tmp_path, teacher):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.artifacts import artifact_key
+    from flows.pipeline import pipeline
+
+    config = write_config(tmp_path, teacher.base_url, name="My Pipeline")
+    rid = pipeline(str(config))
+    key = artifact_key("My Pipeline", "funnel")
+    assert key == "dataforge-my-pipeline-funnel"
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert arts, "no funnel artifact"
+    rows = json.loads(arts[0].data)
+    rec = Run(load_config(config).data_root, rid).load_record()
+    assert {r["stage"]: r["rows_kept"] for r in rows if r["stage"] != "export"} == \
+        {s: st.rows_kept for s, st in rec.stages.items() if s != "export"}
+
+
+def test_teacher_limit_settings():
+    from flows.limits import teacher_limit_name, teacher_limit_settings
+
+    assert teacher_limit_name("Qwen/Qwen2.5-7B") == "teacher:Qwen_Qwen2.5-7B"
+    assert teacher_limit_settings(parse_config({})) is None  # no rpm, no shared limit
+    cfg = parse_config({"teacher": {"model": "m", "requests_per_minute": 90}})
+    assert teacher_limit_settings(cfg) == ("teacher:m", 90, 1.5)
+    cfg = parse_config({"teacher": {"model": "m", "requests_per_minute": 90}, "orchestration": {"teacher_burst": 3}})
+    assert teacher_limit_settings(cfg) == ("teacher:m", 3, 1.5)
+    cfg = parse_config({"teacher": {"model": "m", "requests_per_minute": 90},
+                        "orchestration": {"global_teacher_limit": False}})
+    assert teacher_limit_settings(cfg) is None
+
+
+def test_repository_prefect_yaml_describes_servable_deployments():
+    from flows.serve import build_deployments, read_deployment_specs
+
+    specs = read_deployment_specs(REPO / "prefect.yaml")
+    assert [d["name"] for d in specs] == ["pipeline", "generate", "curate", "export"]
+    assert all(Path(d["parameters"]["config_path"]).is_file() for d in specs)
+    deps = build_deployments(specs)
+    pipeline = deps[0]
+    assert pipeline.entrypoint == "flows.pipeline.pipeline"
+    assert [s.schedule.cron for s in pipeline.schedules] == ["0 3 * * *"]
+    assert deps[2].parameters["stages"] == ["curation", "export"]
+
+
+def test_prefect_yaml_errors_name_the_entry(tmp_path):
+    from flows.serve import DeploymentSpecError, read_deployment_specs
+
+    p = tmp_path / "prefect.yaml"
+    p.write_text("deployments:\n  - name: x\n    entrypoint: flows/pipeline.py:pipeline\n    parameters: {config_path: nope.yaml}\n")
+    with pytest.raises(DeploymentSpecError, match=r"deployments\[0\] \(x\): parameters.config_path: .*nope.yaml does not exist"):
+        read_deployment_specs(p)
+    p.write_text("deployments:\n  - name: x\n    entrypoint: flows/pipeline.py:pipeline\n    shedules: []\n")
+    with pytest.raises(DeploymentSpecError, match=r"deployments\[0\] \(x\): unknown field\(s\) \['shedules'\]"):
+        read_deployment_specs(p)
