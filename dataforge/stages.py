@@ -22,18 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dataforge.config import PipelineConfig
+from dataforge.curate.decontam import apply_decontam, decontam_stage_inputs
 from dataforge.curate.dedup import apply_dedup
 from dataforge.curate.heuristics import apply_heuristics
+from dataforge.curate.quality import apply_quality_stage, quality_stage_inputs
 from dataforge.generate.cot import TRANSIENT_KEYS as COT_TRANSIENT_KEYS, generate_cot, methods_of, verdict
 from dataforge.generate.seeds import load_seeds, write_quarantine
 from dataforge.generate.synthesis import SynthResult, plan_parents, synthesize_questions
 from dataforge.generate.textbooks import generate_textbooks, plan_textbooks
 from dataforge.progress import progress_bar
+from dataforge.select.color import apply_color_stage
+from dataforge.select.diversity import apply_diversity_stage
+from dataforge.select.judge import apply_judge_stage
 from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA, samples_to_table, with_drop
-from dataforge.store import FileEntry, Run, ShardWriter, StageStatus, input_fingerprint, manifest_files
+from dataforge.store import FileEntry, Run, ShardWriter, StageStatus, input_fingerprint
 from dataforge.teacher import RequestCache, TeacherClient, TeacherStats
 
 log = logging.getLogger("dataforge.stages")
@@ -87,9 +91,10 @@ class StageIO:
 
     def writers(self, shard: int, schema: pa.Schema) -> tuple[ShardWriter, ShardWriter]:
         prefix = f"part-{shard:05d}"
-        kept = ShardWriter(self.run.stage_dir(self.stage), prefix=prefix, max_rows=self.cfg.shard_rows, schema=schema)
-        rej = ShardWriter(self.run.rejected_dir(self.stage), prefix=prefix, max_rows=self.cfg.shard_rows,
-                          schema=rejected_schema(schema))
+        kept = self.run.shard_writer(self.run.stage_dir(self.stage), prefix=prefix, max_rows=self.cfg.shard_rows,
+                                     schema=schema)
+        rej = self.run.shard_writer(self.run.rejected_dir(self.stage), prefix=prefix, max_rows=self.cfg.shard_rows,
+                                    schema=rejected_schema(schema))
         return kept, rej
 
     def write_shard(self, shard: int, kept: pa.Table, rejected: pa.Table) -> tuple[list[FileEntry], list[FileEntry]]:
@@ -150,22 +155,26 @@ def generation_pending(run: Run, cfg: PipelineConfig) -> bool:
     return any(getattr(cfg, s).enabled and not _generation_io(run, cfg, s).done() for s in GENERATION_STAGES)
 
 
-def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None) -> tuple[TeacherClient, RequestCache]:
+def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None, acquire: Callable | None = None
+                    ) -> tuple[TeacherClient, RequestCache]:
     """The teacher client for ``cfg.teacher.mode`` (the batch client is a TeacherClient that
     sends batches) and its cache. Batch state lives beside the cache, so a crashed run's
-    batches are collected by the next run."""
+    batches are collected by the next run. ``acquire`` (an async callable) is awaited before
+    every online request: flows/ passes one that takes a slot of a rate limit shared by runs."""
     from dataforge.teacher.batch import BatchTeacherClient
 
     cache = RequestCache(run.cache_dir / "teacher.sqlite")
     if cfg.teacher.mode == "batch":
         return BatchTeacherClient(cfg.teacher, cache, base_url=base_url, state_dir=run.cache_dir / "batches"), cache
-    return TeacherClient(cfg.teacher, cache, base_url=base_url), cache
+    return TeacherClient(cfg.teacher, cache, base_url=base_url, acquire=acquire), cache
 
 
-def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> StageResult:
+def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire: Callable | None = None
+                  ) -> StageResult:
     io = _generation_io(run, cfg, "textbooks")
     if io.done():
         return io.previous_result()
+    run.require_local("generation (the teacher's SQLite request cache, quarantine files)")
     from dataforge.generate.textbooks import load_textbook_sources, summarize_textbooks
 
     t0 = time.perf_counter()
@@ -178,7 +187,7 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None) ->
     cells = plan_textbooks(sources, cfg.textbooks.max_samples, cfg.seed)
 
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
-        client, cache = _teacher_client(cfg, run, base_url)
+        client, cache = _teacher_client(cfg, run, base_url, acquire)
         try:
             with progress_bar("textbooks", len(cells), status=client.stats.summary) as advance:
                 rows, failures = await generate_textbooks(client, cells, sources, cfg.textbooks, run_id=run.run_id,
@@ -201,10 +210,12 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None) ->
                        seconds=time.perf_counter() - t0, teacher=stats.as_dict(), extra=extra)
 
 
-def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> StageResult:
+def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire: Callable | None = None
+            ) -> StageResult:
     io = _generation_io(run, cfg, "cot")
     if io.done():
         return io.previous_result()
+    run.require_local("generation (the teacher's SQLite request cache, quarantine files)")
     t0 = time.perf_counter()
     io.begin()
     seed_paths = [cfg.resolve_path(p) for p in cfg.cot.seed_paths()]
@@ -220,7 +231,7 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None) -> Stage
 
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
         nonlocal synth
-        client, cache = _teacher_client(cfg, run, base_url)
+        client, cache = _teacher_client(cfg, run, base_url, acquire)
         try:
             questions = list(seeds)
             if synth_cfg.enabled:
@@ -283,15 +294,23 @@ def enabled_generation(cfg: PipelineConfig) -> list[str]:
 # A *sharded* stage maps each input shard to one output shard independently (so flows/ can fan
 # shards out to workers); a *whole* stage sees all its input rows at once (dedup compares rows
 # across shards). Each takes a table and the pipeline config and returns (kept, rejected), the
-# rejected rows carrying drop_stage / drop_reason (records.with_drop).
+# rejected rows carrying drop_stage / drop_reason (records.with_drop). A whole stage may return a
+# third item, a dict: {"teacher": TeacherStats.as_dict()} puts its teacher use in run.json.
 
 ApplyFn = Callable[[pa.Table, PipelineConfig], tuple[pa.Table, pa.Table]]
 
 SHARDED_STAGES: dict[str, ApplyFn] = {
     "heuristics": lambda table, cfg: apply_heuristics(table, cfg.heuristics),
+    # sharded: each row is decided alone; the benchmark index is built once per process (curate/decontam.py)
+    "decontam": lambda table, cfg: apply_decontam(table, cfg),
 }
 WHOLE_STAGES: dict[str, ApplyFn] = {
     "dedup": lambda table, cfg: apply_dedup(table, cfg.dedup),
+    # whole, not sharded: a top_fraction cut needs every score of the run (curate/quality.py)
+    "quality": lambda table, cfg: apply_quality_stage(table, cfg),
+    "judge": lambda table, cfg, acquire=None: apply_judge_stage(table, cfg, acquire),
+    "color": lambda table, cfg: apply_color_stage(table, cfg),
+    "diversity": lambda table, cfg: apply_diversity_stage(table, cfg),
 }
 
 
@@ -311,13 +330,32 @@ def curation_inputs_of(cfg: PipelineConfig, stage: str) -> list[str]:
     return [before[-1]] if before else enabled_generation(cfg)
 
 
+# config sections a stage reads besides its own (its hash covers them, so editing one re-runs it)
+EXTRA_SECTIONS: dict[str, list[str]] = {"color": ["slm", "seed"], "judge": ["teacher"]}
+
+# curation stages that ask the teacher: flows/ runs the embedded one while they are pending
+TEACHER_STAGES = ("judge",)
+
+
+def teacher_stage_pending(run: Run, cfg: PipelineConfig, stage: str) -> bool:
+    """Whether ``stage`` asks the teacher and still has to run (not committed for its input)."""
+    return stage in TEACHER_STAGES and getattr(cfg, stage).enabled and not curation_io(run, cfg, stage).done()
+
+
+# what a stage depends on besides config (a model file's content): its hash covers it too
+EXTRA_INPUTS: dict[str, Callable[[PipelineConfig], Any]] = {"quality": quality_stage_inputs,
+                                                            "decontam": decontam_stage_inputs}
+
+
 def curation_io(run: Run, cfg: PipelineConfig, stage: str) -> StageIO:
-    return StageIO(run, cfg, stage, curation_inputs_of(cfg, stage), [stage])
+    extra = EXTRA_INPUTS[stage](cfg) if stage in EXTRA_INPUTS else None
+    return StageIO(run, cfg, stage, curation_inputs_of(cfg, stage), [stage, *EXTRA_SECTIONS.get(stage, [])],
+                   extra_config=extra)
 
 
 def curation_inputs(run: Run, cfg: PipelineConfig, stage: str) -> list[Path]:
     """The committed shards ``stage`` reads."""
-    return [p for s in curation_inputs_of(cfg, stage) for p in manifest_files(run.stage_dir(s))]
+    return [p for s in curation_inputs_of(cfg, stage) for p in run.files(s)]
 
 
 def heuristics_io(run: Run, cfg: PipelineConfig) -> StageIO:
@@ -334,7 +372,7 @@ def run_sharded_shard(run: Run, cfg: PipelineConfig, stage: str, shard: int, pat
     """Run a sharded stage on one input shard; returns its file entries (not yet committed)
     and its row count."""
     io = curation_io(run, cfg, stage)
-    table = pq.read_table(path)
+    table = run.read_file(path)
     kept, rejected = SHARDED_STAGES[stage](table, cfg)
     ke, re_ = io.write_shard(shard, kept, rejected)
     return [e.as_dict() for e in ke], [e.as_dict() for e in re_], table.num_rows
@@ -347,7 +385,7 @@ def run_heuristics_shard(run: Run, cfg: PipelineConfig, shard: int, path: Path) 
 def commit_sharded(io: StageIO, shard_results: Sequence[tuple[list[dict], list[dict], int]], t0: float) -> StageResult:
     kept = [FileEntry(**e) for k, _, _ in shard_results for e in k]
     rej = [FileEntry(**e) for _, r, _ in shard_results for e in r]
-    schema = pq.read_schema(io.run.stage_dir(io.stage) / kept[0].name) if kept else _empty_output_schema(io)
+    schema = io.run.file_schema(io.run.stage_dir(io.stage) / kept[0].name) if kept else _empty_output_schema(io)
     io.commit(kept, rej, schema)
     return StageResult(io.stage, rows_in=sum(n for _, _, n in shard_results), rows_kept=sum(e.rows for e in kept),
                        rows_dropped=sum(e.rows for e in rej), seconds=time.perf_counter() - t0)
@@ -366,7 +404,7 @@ def _empty_output_schema(io: StageIO) -> pa.Schema:
     fn = SHARDED_STAGES.get(io.stage) or WHOLE_STAGES.get(io.stage)
     if fn is None:
         return SAMPLE_SCHEMA
-    kept, _ = fn(_input_schema(io).empty_table(), io.cfg)
+    kept = fn(_input_schema(io).empty_table(), io.cfg)[0]
     return kept.schema
 
 
@@ -387,25 +425,93 @@ def run_heuristics(run: Run, cfg: PipelineConfig, map_shards: Callable | None = 
     return run_sharded(run, cfg, "heuristics", map_shards)
 
 
-def run_whole(run: Run, cfg: PipelineConfig, stage: str) -> StageResult:
-    """A stage that needs all its input rows at once."""
+def _read_parquet(run: Run, path: Path, columns: list[str] | None = None) -> pa.Table:
+    return run.read_file(path, columns)
+
+
+def _parquet_schema(run: Run, path: Path) -> pa.Schema:
+    return run.file_schema(path)
+
+
+def _read_inputs(run: Run, io: StageIO, paths: Sequence[Path]) -> pa.Table:
+    """All input rows of a whole stage, shard after shard."""
+    return (pa.concat_tables([_read_parquet(run, p) for p in paths], promote_options="permissive") if paths
+            else _input_schema(io).empty_table())
+
+
+def run_whole(run: Run, cfg: PipelineConfig, stage: str, acquire: Callable | None = None) -> StageResult:
+    """A stage that needs all its input rows at once. ``acquire`` reaches a stage that asks the
+    teacher (:data:`TEACHER_STAGES`): awaited before each request, as in generation."""
     io = curation_io(run, cfg, stage)
     if io.done():
         return io.previous_result()
     t0 = time.perf_counter()
     io.begin()
     paths = curation_inputs(run, cfg, stage)
-    table = (pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive") if paths
-             else _input_schema(io).empty_table())
-    kept, rejected = WHOLE_STAGES[stage](table, cfg)
+    table = _read_inputs(run, io, paths)
+    kw = {"acquire": acquire} if acquire is not None and stage in TEACHER_STAGES else {}
+    kept, rejected, *info = WHOLE_STAGES[stage](table, cfg, **kw)
     ke, re_ = io.write_shard(0, kept, rejected)
     io.commit(ke, re_, kept.schema)
+    # a stage that asks the teacher (the judge) returns its client's stats as a third item
+    teacher = info[0].get("teacher") if info else None
     return StageResult(stage, rows_in=table.num_rows, rows_kept=kept.num_rows, rows_dropped=rejected.num_rows,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, teacher=teacher)
 
 
 def dedup_io(run: Run, cfg: PipelineConfig) -> StageIO:
     return curation_io(run, cfg, "dedup")
+
+
+# --- dedup in parts (flows/ runs each as a task: signatures per shard, candidates per band) ---
+
+def dedup_sign_shard(run: Run, cfg: PipelineConfig, path: Path) -> Any:
+    """Signatures of one input shard of dedup (uint32 ``[n, num_perm]``, exact hashes, lengths)."""
+    from dataforge.curate.dedup_parts import sign_shard
+
+    return sign_shard(_read_parquet(run, path, ["text"]).column("text"), cfg.dedup)
+
+
+def dedup_plan(run: Run, cfg: PipelineConfig, paths: Sequence[Path], parts: Sequence[Any]) -> Any:
+    """Survivor ranks and exact groups over every input row (reads the rank columns only)."""
+    from dataforge.curate.dedup_parts import RANK_COLUMNS, plan_dedup
+
+    tables = []
+    for p in paths:
+        names = _parquet_schema(run, p).names
+        tables.append(_read_parquet(run, p, [c for c in RANK_COLUMNS if c in names]))
+    rank_table = (pa.concat_tables(tables, promote_options="permissive") if tables
+                  else _input_schema(dedup_io(run, cfg)).empty_table())
+    return plan_dedup(rank_table.select([c for c in RANK_COLUMNS if c in rank_table.column_names]), parts, cfg.dedup)
+
+
+def dedup_bands(cfg: PipelineConfig) -> int:
+    """How many LSH bands (band tasks) dedup has for this config."""
+    from dataforge.curate.dedup import lsh_params
+
+    return lsh_params(cfg.dedup)[0]
+
+
+def dedup_band(plan: Any, band: int) -> Any:
+    from dataforge.curate.dedup_parts import band_candidates
+
+    return band_candidates(plan, band)
+
+
+def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Any, per_band: Sequence[Any],
+                 parts: Sequence[Any]) -> StageResult:
+    """Verification, clustering, and the stage's output written and committed (as
+    :func:`run_whole` does for ``apply_dedup``, with the same result)."""
+    from dataforge.curate.dedup_parts import finish_dedup
+
+    t0 = time.perf_counter()
+    io = dedup_io(run, cfg)
+    table = _read_inputs(run, io, paths)
+    kept, rejected = finish_dedup(table, plan, per_band, parts, cfg.dedup)
+    ke, re_ = io.write_shard(0, kept, rejected)
+    io.commit(ke, re_, kept.schema)
+    return StageResult("dedup", rows_in=table.num_rows, rows_kept=kept.num_rows, rows_dropped=rejected.num_rows,
+                       seconds=time.perf_counter() - t0)
 
 
 def run_dedup(run: Run, cfg: PipelineConfig) -> StageResult:
@@ -436,11 +542,14 @@ def run_export(run: Run, cfg: PipelineConfig) -> StageResult:
     source = final_stage(cfg)
     fp = input_fingerprint([run.committed(source)])
     out = run.export_dir(cfg.export.name)
-    m = read_manifest(out)
-    if m and m.get("input_fingerprint") == fp and m.get("formats") == list(cfg.export.formats):
+    m = read_manifest(out, run.filesystem)
+    export_cfg = cfg.export.model_dump(mode="json")
+    if m and m.get("input_fingerprint") == fp and m.get("export_config") == export_cfg:
         return StageResult("export", rows_in=m["rows"], rows_kept=m["rows"], skipped=True)
-    _, manifest = export_run(run, source, cfg.export.name, cfg.export.formats,
-                             extra={"input_fingerprint": fp, "formats": list(cfg.export.formats)})
+    run.require_local("export (it writes the hand-off dataset as local files)")
+    _, manifest = export_run(run, source, cfg.export.name, cfg.export.formats, export_cfg=cfg.export,
+                             extra={"input_fingerprint": fp, "formats": list(cfg.export.formats),
+                                    "export_config": export_cfg})
     rows = manifest["rows"]
     return StageResult("export", rows_in=rows, rows_kept=rows, seconds=time.perf_counter() - t0,
                        extra={"path": str(out), "counts": manifest.get("counts", {})})

@@ -72,8 +72,8 @@ def shard_task(run: Run, cfg: PipelineConfig, stage: str, shard: int, path: Path
 
 
 @task(name="curate", task_run_name="{stage}", cache_policy=NO_CACHE)
-def whole_task(run: Run, cfg: PipelineConfig, stage: str) -> stages.StageResult:
-    return stages.run_whole(run, cfg, stage)
+def whole_task(run: Run, cfg: PipelineConfig, stage: str, limit: str | None = None) -> stages.StageResult:
+    return stages.run_whole(run, cfg, stage, acquire=TeacherSlot(limit) if limit else None)
 
 
 def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> stages.StageResult:
@@ -260,8 +260,10 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, selected: set[s
             elif stage == "dedup":
                 _record(run, results, _run_dedup(run, cfg))
             else:
+                # a stage that asks the teacher (the judge) takes the same shared rate limit as generation
+                limit = ensure_teacher_limit(cfg) if stages.teacher_stage_pending(run, cfg, stage) else None
                 with _stage_teacher(cfg, run, stage):
-                    _record(run, results, _retrying(whole_task, cfg).submit(run, cfg, stage).result())
+                    _record(run, results, _retrying(whole_task, cfg).submit(run, cfg, stage, limit).result())
         if "export" in selected:
             current = "export"
             _record(run, results, _retrying(export_task, cfg).submit(run, cfg).result())

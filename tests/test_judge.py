@@ -391,7 +391,13 @@ def test_judge_then_diversity_through_the_stage_runners(tmp_path):
             "drop_stage", pa.array([], pa.string())).append_column("drop_reason", pa.array([], pa.string())))
         assert stages.enabled_curation(cfg) == ["judge", "diversity"]
         assert stages.teacher_stage_pending(run, cfg, "judge")
-        j = stages.run_curation_stage(run, cfg, "judge")
+        slots = []
+
+        async def acquire():  # what flows/ passes: a slot of the teacher's rate limit shared by runs
+            slots.append(1)
+
+        j = stages.run_whole(run, cfg, "judge", acquire=acquire)
+        assert len(slots) == srv.chat_count >= 6  # one slot per HTTP request sent (6 rows)
         d = stages.run_curation_stage(run, cfg, "diversity")
         asked = srv.chat_count
         again = stages.run_curation_stage(run, cfg, "judge")

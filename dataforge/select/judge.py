@@ -344,12 +344,14 @@ def cut_judged(table: pa.Table, threshold: float, on_failure: Literal["drop", "k
 
 
 def apply_judge(table: pa.Table, cfg: JudgeConfig, teacher: TeacherConfig, cache_path: str | Path | None = None,
-                base_url: str | None = None, stats_out: dict | None = None) -> tuple[pa.Table, pa.Table]:
+                base_url: str | None = None, stats_out: dict | None = None, acquire=None) -> tuple[pa.Table, pa.Table]:
     """Judge ``table`` with the teacher and cut at ``cfg.threshold``: (kept, rejected).
-    ``stats_out["teacher"]`` receives the client's request, token and cost counts."""
+    ``stats_out["teacher"]`` receives the client's request, token and cost counts; ``acquire``
+    (an async callable) is awaited before every request (flows/ passes a slot of the teacher's
+    rate limit shared by runs)."""
     cache = RequestCache(cache_path) if cache_path else None
     try:
-        client = TeacherClient(teacher, cache, base_url=base_url)
+        client = TeacherClient(teacher, cache, base_url=base_url, acquire=acquire)
         try:
             scored = score_table(table, cfg, client)
         finally:
@@ -377,7 +379,7 @@ def teacher_cache_path(cfg: PipelineConfig) -> Path:
     return Path(cfg.data_root) / "cache" / "teacher.sqlite"
 
 
-def apply_judge_stage(table: pa.Table, cfg: PipelineConfig) -> tuple:
+def apply_judge_stage(table: pa.Table, cfg: PipelineConfig, acquire=None) -> tuple:
     """The pipeline stage: the pipeline's teacher (the embedded one is started by flows/ while
     this stage is pending) and its request cache, so a re-run asks nothing twice. Returns
     (kept, rejected, {"teacher": stats}): the stage's teacher use goes into run.json."""
@@ -385,5 +387,5 @@ def apply_judge_stage(table: pa.Table, cfg: PipelineConfig) -> tuple:
         empty = add_judgements(table, pa.array([], pa.bool_()), [], cfg.judge.rubric)
         return cut_judged(empty, cfg.judge.threshold, cfg.judge.on_failure)
     info: dict = {}
-    kept, rejected = apply_judge(table, cfg.judge, cfg.teacher, teacher_cache_path(cfg), stats_out=info)
+    kept, rejected = apply_judge(table, cfg.judge, cfg.teacher, teacher_cache_path(cfg), stats_out=info, acquire=acquire)
     return kept, rejected, info
