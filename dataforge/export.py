@@ -41,10 +41,11 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -443,9 +444,46 @@ def export_run(run: Run, stage: str, name: str, formats: Sequence[str], extra: d
     """Export the committed rows of ``stage`` in ``run`` as ``<run>/export/<name>``.
 
     ``export_cfg`` (an :class:`~dataforge.config.ExportConfig`) sets layouts, split and
-    licence; without it: chat only, no validation split, licence unknown."""
+    licence; without it: chat only, no validation split, licence unknown. On a data root that
+    is not local (an object store) the export is made in a local temporary folder and then
+    published there (:func:`publish_export`)."""
+    if not run.is_local:
+        with tempfile.TemporaryDirectory(prefix="dataforge-export-") as tmp:
+            local = Path(tmp) / name
+            _, manifest = _export_run_to(run, stage, name, formats, local, extra, export_cfg)
+            publish_export(local, run.filesystem, PurePosixPath(run.export_dir(name)))
+        return run.export_dir(name), manifest
+    return _export_run_to(run, stage, name, formats, run.export_dir(name), extra, export_cfg)
+
+
+def publish_export(local_dir: Path, fs: Any, dest: PurePosixPath) -> None:
+    """Upload the export in ``local_dir`` to ``dest`` on the pyarrow filesystem ``fs``. Readers
+    trust only the manifest, so it is removed first (the old export disappears as a whole), the
+    old files are deleted, every new file is written whole, and the new manifest goes last: a
+    crash anywhere leaves the complete old export, no export, or the complete new one."""
+    import pyarrow.fs as pafs
+
+    from dataforge.store import MANIFEST
+
+    old = fs.get_file_info(pafs.FileSelector(str(dest), allow_not_found=True, recursive=True))
+    manifest_key = str(dest / MANIFEST)
+    if fs.get_file_info(manifest_key).type == pafs.FileType.File:
+        fs.delete_file(manifest_key)
+    for info in old:
+        if info.type == pafs.FileType.File and info.path != manifest_key:
+            fs.delete_file(info.path)
+    fs.create_dir(str(dest), recursive=True)
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    for path in [*files, local_dir / MANIFEST]:
+        key = dest / path.relative_to(local_dir).as_posix()
+        fs.create_dir(str(key.parent), recursive=True)
+        with fs.open_output_stream(str(key)) as f:
+            f.write(path.read_bytes())
+
+
+def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out: Path, extra: dict | None,
+                   export_cfg: Any) -> tuple[Path, dict]:
     table = run.read(stage)
-    out = run.export_dir(name)
     info = run_card_info(run, stage)
     models = sorted({m for m in table.column("teacher_model").to_pylist() if m}) if "teacher_model" in table.column_names else []
     if models:

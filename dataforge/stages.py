@@ -546,7 +546,6 @@ def run_export(run: Run, cfg: PipelineConfig) -> StageResult:
     export_cfg = cfg.export.model_dump(mode="json")
     if m and m.get("input_fingerprint") == fp and m.get("export_config") == export_cfg:
         return StageResult("export", rows_in=m["rows"], rows_kept=m["rows"], skipped=True)
-    run.require_local("export (it writes the hand-off dataset as local files)")
     _, manifest = export_run(run, source, cfg.export.name, cfg.export.formats, export_cfg=cfg.export,
                              extra={"input_fingerprint": fp, "formats": list(cfg.export.formats),
                                     "export_config": export_cfg})

@@ -193,17 +193,17 @@ def resolve_run_id(cfg: PipelineConfig, run_id: str | None, selected: set[str]) 
 
 
 # stages that write local files under the data root (the teacher's SQLite request cache,
-# quarantine files, the hand-off export): they need a local data root
+# quarantine files): they need a local data root. Export runs on an object store (made locally,
+# then published with its manifest last, dataforge/export.py)
 LOCAL_ROOT_STAGES = {"textbooks": "the teacher's SQLite request cache and quarantine files",
                      "cot": "the teacher's SQLite request cache and quarantine files",
-                     "judge": "the teacher's SQLite request cache",
-                     "export": "the hand-off dataset's local files"}
+                     "judge": "the teacher's SQLite request cache"}
 
 
 def check_data_root(cfg: PipelineConfig, selected: set[str]) -> None:
-    """On a data root that is not local (``s3://...``, ``gs://...``), only the store and the
-    curation stages that read and write shards run; the stages that write local files under the
-    root are a clear error before anything runs."""
+    """On a data root that is not local (``s3://...``, ``gs://...``), the curation stages that
+    read and write shards and the export run; the stages that write local files under the root
+    (generation, the judge) are a clear error before anything runs."""
     if is_local_data_root(cfg.data_root):
         return
     enabled = {*stages.enabled_generation(cfg), *stages.enabled_curation(cfg), "export"}
@@ -211,8 +211,8 @@ def check_data_root(cfg: PipelineConfig, selected: set[str]) -> None:
     if need:
         why = "; ".join(f"{s} ({LOCAL_ROOT_STAGES[s]})" for s in need)
         raise ConfigError(f"data_root {cfg.data_root!r} is not a local path, and these selected stages need one: {why}. "
-                          "Run them with a local data_root, or select only curation stages "
-                          "(stages: [curation]) on the object store")
+                          "Run them with a local data_root, or select only curation and export "
+                          "(stages: [curation, export]) on the object store")
 
 
 def _publish(run: Run, cfg: PipelineConfig, exported: bool) -> None:

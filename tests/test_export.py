@@ -362,3 +362,49 @@ def test_arrow_and_reference_exports_have_the_same_content(tmp_path):
     bad[1]["messages"] = [{"role": "user", "content": None}]
     with pytest.raises(ExportError, match=bad[1]["id"]):
         export_table(samples_to_table(bad), tmp_path / "c", ["jsonl"])
+
+
+def test_publish_export_to_an_object_store_shows_old_whole_none_or_new_whole(tmp_path):
+    """publish_export on an object-store-like filesystem: the new export replaces the old one
+    (stale files gone), and a crash midway leaves no manifest, so no reader sees half of it."""
+    import uuid
+    from pathlib import PurePosixPath
+
+    import pyarrow.fs as pafs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from dataforge.export import publish_export
+
+    class Flaky(MemoryFileSystem):  # fails writing train.jsonl once told to: a dropped connection
+        fail = False
+
+        def _open(self, path, mode="rb", **kw):
+            if self.fail and "w" in mode and path.endswith("train.jsonl"):
+                raise OSError("connection reset")
+            return super()._open(path, mode=mode, **kw)
+
+    flaky = Flaky()
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(flaky))
+    dest = PurePosixPath(f"/pub-{uuid.uuid4().hex[:8]}/export/default")
+
+    def make(name: str, files: dict[str, str]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for k, v in files.items():
+            (d / k).write_text(v)
+        (d / MANIFEST).write_text(json.dumps({"files": [{"name": k} for k in files], "rows": len(files)}))
+        return d
+
+    publish_export(make("v1", {"train.jsonl": "old\n", "old_only.txt": "x"}), fs, dest)
+    assert read_manifest(dest, fs)["rows"] == 2
+    publish_export(make("v2", {"train.jsonl": "new\n"}), fs, dest)
+    names = sorted(PurePosixPath(i.path).name for i in fs.get_file_info(pafs.FileSelector(str(dest), recursive=True)))
+    assert names == [MANIFEST, "train.jsonl"] and read_manifest(dest, fs)["rows"] == 1
+    with fs.open_input_stream(str(dest / "train.jsonl")) as f:
+        assert f.read() == b"new\n"
+
+    # a crash after the old manifest is gone and before the new one is written: no export at all
+    flaky.fail = True
+    with pytest.raises(OSError):
+        publish_export(make("v3", {"train.jsonl": "newer\n"}), fs, dest)
+    assert read_manifest(dest, fs) is None

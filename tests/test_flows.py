@@ -76,15 +76,15 @@ def test_curation_part_without_a_run_and_unknown_stages_are_clear_errors(tmp_pat
 
 
 def test_object_store_data_root_refuses_stages_that_write_local_files(tmp_path):
-    """On an object-store data root only the store and curation run; generation, the judge and
-    export (SQLite cache, quarantine and export files) are a clear error before anything runs."""
+    """On an object-store data root the store, curation and export run; generation and the judge
+    (SQLite cache, quarantine files) are a clear error before anything runs."""
     from flows.pipeline import check_data_root, select_stages
 
     cfg = parse_config({"data_root": "s3://bucket/prefix?region=us-east-1"})
     with pytest.raises(ConfigError, match=r"data_root 's3://bucket/prefix\?region=us-east-1' is not a local path, "
-                                          r"and these selected stages need one: textbooks .*; cot .*; export"):
+                                          r"and these selected stages need one: textbooks .*; cot .*cache and quarantine files\)\. "):
         check_data_root(cfg, select_stages(None))
-    check_data_root(cfg, select_stages(["curation"]))  # heuristics, dedup: fine
+    check_data_root(cfg, select_stages(["curation", "export"]))  # heuristics, dedup, export: fine
     judged = parse_config({"data_root": "gs://bucket/x", "judge": {"enabled": True}})
     with pytest.raises(ConfigError, match=r"judge \(the teacher's SQLite request cache\)"):
         check_data_root(judged, select_stages(["judge"]))
@@ -94,7 +94,8 @@ def test_object_store_data_root_refuses_stages_that_write_local_files(tmp_path):
 def test_curation_part_on_an_object_store_root_equals_the_local_one(tmp_path, teacher):
     """The flow's curation (heuristics per shard, dedup per shard and per band) on a data root
     that is an object store (fsspec's in-memory one, ``memory://``) commits what it commits on a
-    local root; export there is refused before anything runs."""
+    local root, and so does the export (made locally, published with its manifest last);
+    generation there is refused before anything runs."""
     import uuid
 
     from flows.pipeline import pipeline
@@ -119,8 +120,19 @@ def test_curation_part_on_an_object_store_root_equals_the_local_one(tmp_path, te
         assert remote.read(s).equals(local.read(s)) and remote.read_rejected(s).equals(local.read_rejected(s)), s
     assert_dedup_is_the_library_result(remote, remote_config)
     assert remote.load_record().status == "completed"
-    with pytest.raises(ConfigError, match="export .*the hand-off dataset's local files"):
-        pipeline(str(remote_config), stages=["export"])
+    pipeline(str(remote_config), stages=["export"])
+    pipeline(str(config), stages=["export"])
+    from dataforge.store import read_manifest
+
+    fs = remote.filesystem
+    rdir, ldir = remote.export_dir(rcfg.export.name), local.export_dir(load_config(config).export.name)
+    rman, lman = read_manifest(rdir, fs), read_manifest(ldir)
+    assert rman and [f["name"] for f in rman["files"]] == [f["name"] for f in lman["files"]] and rman["rows"] == lman["rows"]
+    for f in lman["files"]:  # same bytes as the local export
+        with fs.open_input_stream(f"{rdir}/{f['name']}") as stream:
+            assert stream.read() == (ldir / f["name"]).read_bytes(), f["name"]
+    with pytest.raises(ConfigError, match="cot .*SQLite request cache"):
+        pipeline(str(remote_config), stages=["generation"])
     assert not (Path.cwd() / "memory:").exists()
 
 
