@@ -130,8 +130,8 @@ def run(
     """Run the pipeline: generate with the teacher, filter, deduplicate, export; print the funnel.
 
     With `teacher: local` the embedded llama.cpp teacher is started for the generation stages
-    and stopped after. Every teacher request is cached under <data root>/cache, so running
-    again sends nothing already answered.
+    and stopped after. Every teacher request is cached under <data root>/cache (under `local_dir`
+    when the data root is an object store), so running again sends nothing already answered.
     """
     from dataforge.teacher.local import LocalTeacherError
 
@@ -143,6 +143,12 @@ def run(
     except (ConfigError, LocalTeacherError, FileNotFoundError) as e:
         _fail(str(e), code=1)
     run_obj = Run(cfg.data_root, run_id)
+    if not run_obj.is_local:  # the warehouse (DuckDB) reads local shards: the funnel from run.json
+        rec = run_obj.load_record()
+        console.print(f"run {run_id} ({rec.status}) on {cfg.data_root}: " + "; ".join(
+            f"{name} {st.rows_in} in, {st.rows_kept} kept" for name, st in rec.stages.items()), highlight=False)
+        console.print(f"export: {run_obj.export_dir(cfg.export.name)} on {cfg.data_root}")
+        return
     print_report(run_obj)
     console.print(f"export: {run_obj.export_dir(cfg.export.name)}")
     console.print(f'query it: dataforge sql "select kind, count(*) from final group by all" --run {run_id}')

@@ -729,8 +729,14 @@ class PipelineConfig(_Model):
     ``file://`` URI, or a URI of pyarrow's filesystem layer (``s3://bucket/prefix?region=...``,
     ``gs://bucket/prefix``, ``hdfs://host:8020/path``; other fsspec schemes through
     ``pyarrow.fs.FSSpecHandler``). On an object store shards become visible only through their
-    manifest. There only the store and the curation stages run; generation, the judge and
-    export need a local root (a clear error before the run, flows/pipeline.py)."""
+    manifest. Every stage runs there; the teacher's request cache (SQLite) and the embedded
+    teacher's state stay on a local disk (``local_dir``)."""
+    local_dir: str | None = None
+    """A local folder for what cannot live on an object store: the teacher's request cache
+    (``cache/teacher.sqlite``, Batch API state) and the embedded teacher's state (``teacher/``).
+    Default: the data root itself when it is local (so ``<data_root>/cache``); for an object-store
+    data root ``~/.cache/dataforge/<scheme>/<bucket and path>``. Keep it between runs: it is what
+    makes a re-run free."""
     seed: int = 1234
     shard_rows: int = Field(1000, ge=1)
     teacher: TeacherConfig = TeacherConfig()
@@ -758,6 +764,20 @@ class PipelineConfig(_Model):
         if isinstance(v, str):
             return {"provider": v}
         return v
+
+    def resolved_local_dir(self) -> Path:
+        """The local folder of ``local_dir`` (see its docstring for the default)."""
+        if self.local_dir:
+            return self.resolve_path(self.local_dir)
+        root = self.data_root
+        if "://" not in root:
+            return Path(os.path.expanduser(root))
+        if root.lower().startswith("file://"):
+            return Path(os.path.expanduser(root[len("file://"):]))
+        scheme, _, rest = root.partition("://")
+        rest = rest.split("?", 1)[0].strip("/") or "root"
+        safe = "/".join(part for part in rest.split("/") if part not in ("", ".", ".."))
+        return Path(os.path.expanduser("~/.cache/dataforge")) / scheme.lower() / safe
 
     def resolve_path(self, p: str) -> Path:
         path = Path(os.path.expanduser(p))

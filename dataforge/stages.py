@@ -163,10 +163,36 @@ def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None, acquire
     every online request: flows/ passes one that takes a slot of a rate limit shared by runs."""
     from dataforge.teacher.batch import BatchTeacherClient
 
-    cache = RequestCache(run.cache_dir / "teacher.sqlite")
+    cache_dir = cfg.resolved_local_dir() / "cache"  # local even when the data root is an object store
+    cache = RequestCache(cache_dir / "teacher.sqlite")
     if cfg.teacher.mode == "batch":
-        return BatchTeacherClient(cfg.teacher, cache, base_url=base_url, state_dir=run.cache_dir / "batches"), cache
+        return BatchTeacherClient(cfg.teacher, cache, base_url=base_url, state_dir=cache_dir / "batches"), cache
     return TeacherClient(cfg.teacher, cache, base_url=base_url, acquire=acquire), cache
+
+
+def _write_run_quarantine(run: Run, name: str, rows: list) -> Path:
+    """The run's quarantine file ``name`` holding ``rows`` (none: no file); through the run's
+    filesystem when the data root is an object store (one whole object)."""
+    path = run.quarantine_dir() / name
+    if run.is_local:
+        path.unlink(missing_ok=True)
+        write_quarantine(path, rows)
+        return path
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, key = run.filesystem, str(path)
+    if fs.get_file_info(key).type == pafs.FileType.File:
+        fs.delete_file(key)
+    if rows:
+        with tempfile.TemporaryDirectory(prefix="dataforge-quarantine-") as tmp:
+            local = Path(tmp) / name
+            write_quarantine(local, rows)
+            fs.create_dir(str(path.parent), recursive=True)
+            with fs.open_output_stream(key) as f:
+                f.write(local.read_bytes())
+    return path
 
 
 def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire: Callable | None = None
@@ -174,16 +200,13 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, ac
     io = _generation_io(run, cfg, "textbooks")
     if io.done():
         return io.previous_result()
-    run.require_local("generation (the teacher's SQLite request cache, quarantine files)")
     from dataforge.generate.textbooks import load_textbook_sources, summarize_textbooks
 
     t0 = time.perf_counter()
     io.begin()
     # taxonomies, inline topics and seed passages; malformed passage lines are set aside
     sources = load_textbook_sources(cfg.textbooks, cfg.resolve_path)
-    quarantine = run.quarantine_dir() / "textbook_passages.jsonl"
-    quarantine.unlink(missing_ok=True)
-    write_quarantine(quarantine, sources.quarantined)
+    quarantine = _write_run_quarantine(run, "textbook_passages.jsonl", sources.quarantined)
     cells = plan_textbooks(sources, cfg.textbooks.max_samples, cfg.seed)
 
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
@@ -215,14 +238,11 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire:
     io = _generation_io(run, cfg, "cot")
     if io.done():
         return io.previous_result()
-    run.require_local("generation (the teacher's SQLite request cache, quarantine files)")
     t0 = time.perf_counter()
     io.begin()
     seed_paths = [cfg.resolve_path(p) for p in cfg.cot.seed_paths()]
     seeds, bad = load_seeds(seed_paths, cfg.cot.seed_format, cfg.cot.question_field, cfg.cot.answer_field)
-    quarantine = run.quarantine_dir() / "cot_seeds.jsonl"
-    quarantine.unlink(missing_ok=True)
-    write_quarantine(quarantine, bad)
+    quarantine = _write_run_quarantine(run, "cot_seeds.jsonl", bad)
     if cfg.cot.max_questions:
         seeds = seeds[: cfg.cot.max_questions]
     per_question = cfg.cot.samples_per_question * len(methods_of(cfg.cot))

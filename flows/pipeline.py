@@ -31,7 +31,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from dataforge import stages  # noqa: E402
 from dataforge.config import ConfigError, PipelineConfig, load_config  # noqa: E402
-from dataforge.store import Run, StoreError, is_local_data_root, list_runs  # noqa: E402
+from dataforge.store import Run, StoreError, list_runs  # noqa: E402
 from dataforge.teacher.local import local_teacher  # noqa: E402
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from flows.limits import TeacherSlot, ensure_teacher_limit  # noqa: E402
@@ -139,7 +139,7 @@ def export_task(run: Run, cfg: PipelineConfig) -> stages.StageResult:
 def _teacher_context(cfg: PipelineConfig, run: Run):
     """The embedded teacher runs only while generation needs it (and only when local)."""
     if cfg.teacher.provider == "local" and stages.generation_pending(run, cfg):
-        return local_teacher(cfg.teacher, run.data_root / "teacher")
+        return local_teacher(cfg.teacher, cfg.resolved_local_dir() / "teacher")
     return contextlib.nullcontext(None)
 
 
@@ -147,7 +147,7 @@ def _stage_teacher(cfg: PipelineConfig, run: Run, stage: str):
     """A curation stage that asks the teacher (the judge) gets the embedded one while it is
     pending; its client reaches it at ``teacher.resolved_base_url()``."""
     if cfg.teacher.provider == "local" and stages.teacher_stage_pending(run, cfg, stage):
-        return local_teacher(cfg.teacher, run.data_root / "teacher")
+        return local_teacher(cfg.teacher, cfg.resolved_local_dir() / "teacher")
     return contextlib.nullcontext(None)
 
 
@@ -192,29 +192,6 @@ def resolve_run_id(cfg: PipelineConfig, run_id: str | None, selected: set[str]) 
     return mine[-1].run_id
 
 
-# stages that write local files under the data root (the teacher's SQLite request cache,
-# quarantine files): they need a local data root. Export runs on an object store (made locally,
-# then published with its manifest last, dataforge/export.py)
-LOCAL_ROOT_STAGES = {"textbooks": "the teacher's SQLite request cache and quarantine files",
-                     "cot": "the teacher's SQLite request cache and quarantine files",
-                     "judge": "the teacher's SQLite request cache"}
-
-
-def check_data_root(cfg: PipelineConfig, selected: set[str]) -> None:
-    """On a data root that is not local (``s3://...``, ``gs://...``), the curation stages that
-    read and write shards and the export run; the stages that write local files under the root
-    (generation, the judge) are a clear error before anything runs."""
-    if is_local_data_root(cfg.data_root):
-        return
-    enabled = {*stages.enabled_generation(cfg), *stages.enabled_curation(cfg), "export"}
-    need = [s for s in LOCAL_ROOT_STAGES if s in selected and s in enabled]
-    if need:
-        why = "; ".join(f"{s} ({LOCAL_ROOT_STAGES[s]})" for s in need)
-        raise ConfigError(f"data_root {cfg.data_root!r} is not a local path, and these selected stages need one: {why}. "
-                          "Run them with a local data_root, or select only curation and export "
-                          "(stages: [curation, export]) on the object store")
-
-
 def _publish(run: Run, cfg: PipelineConfig, exported: bool) -> None:
     """The run's Prefect artifacts; a failure here is logged, never the run's failure."""
     if not run.is_local:
@@ -233,7 +210,6 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, selected: set[s
     logger = get_run_logger()
     t0 = time.perf_counter()
     selected = select_stages(None) if selected is None else selected
-    check_data_root(cfg, selected)
     run = stages.open_run(cfg, resolve_run_id(cfg, run_id, selected))
     logger.info("run %s at %s (tasks on %s)", run.run_id, run.dir, describe_runner(cfg.runner))
     results: list[stages.StageResult] = []

@@ -75,27 +75,24 @@ def test_curation_part_without_a_run_and_unknown_stages_are_clear_errors(tmp_pat
     assert select_stages(["generation", "export"]) == {"textbooks", "cot", "export"}
 
 
-def test_object_store_data_root_refuses_stages_that_write_local_files(tmp_path):
-    """On an object-store data root the store, curation and export run; generation and the judge
-    (SQLite cache, quarantine files) are a clear error before anything runs."""
-    from flows.pipeline import check_data_root, select_stages
+def test_local_dir_holds_the_request_cache_and_teacher_state(tmp_path):
+    """What cannot live on an object store (the SQLite request cache, the embedded teacher's
+    state) goes to ``local_dir``: by default the data root itself when it is local, else a
+    folder under ~/.cache/dataforge named after the URI."""
+    from pathlib import Path
 
-    cfg = parse_config({"data_root": "s3://bucket/prefix?region=us-east-1"})
-    with pytest.raises(ConfigError, match=r"data_root 's3://bucket/prefix\?region=us-east-1' is not a local path, "
-                                          r"and these selected stages need one: textbooks .*; cot .*cache and quarantine files\)\. "):
-        check_data_root(cfg, select_stages(None))
-    check_data_root(cfg, select_stages(["curation", "export"]))  # heuristics, dedup, export: fine
-    judged = parse_config({"data_root": "gs://bucket/x", "judge": {"enabled": True}})
-    with pytest.raises(ConfigError, match=r"judge \(the teacher's SQLite request cache\)"):
-        check_data_root(judged, select_stages(["judge"]))
-    check_data_root(parse_config({"data_root": str(tmp_path)}), select_stages(None))  # local: anything
+    assert parse_config({"data_root": str(tmp_path)}).resolved_local_dir() == tmp_path
+    assert parse_config({"data_root": f"file://{tmp_path}"}).resolved_local_dir() == tmp_path
+    remote = parse_config({"data_root": "s3://bucket/prefix/../x?region=us-east-1"}).resolved_local_dir()
+    assert remote == Path.home() / ".cache" / "dataforge" / "s3" / "bucket" / "prefix" / "x"
+    assert parse_config({"data_root": "s3://b/p", "local_dir": str(tmp_path / "l")}).resolved_local_dir() == tmp_path / "l"
 
 
 def test_curation_part_on_an_object_store_root_equals_the_local_one(tmp_path, teacher):
     """The flow's curation (heuristics per shard, dedup per shard and per band) on a data root
     that is an object store (fsspec's in-memory one, ``memory://``) commits what it commits on a
-    local root, and so does the export (made locally, published with its manifest last);
-    generation there is refused before anything runs."""
+    local root, and so does the export (made locally, published with its manifest last); a whole
+    run there, generation included, gives the local run's samples."""
     import uuid
 
     from flows.pipeline import pipeline
@@ -131,9 +128,25 @@ def test_curation_part_on_an_object_store_root_equals_the_local_one(tmp_path, te
     for f in lman["files"]:  # same bytes as the local export
         with fs.open_input_stream(f"{rdir}/{f['name']}") as stream:
             assert stream.read() == (ldir / f["name"]).read_bytes(), f["name"]
-    with pytest.raises(ConfigError, match="cot .*SQLite request cache"):
-        pipeline(str(remote_config), stages=["generation"])
-    assert not (Path.cwd() / "memory:").exists()
+
+    # the whole pipeline, generation included, on another object-store root: the request cache
+    # lives in local_dir (here the local run's, so every answer is a cache hit) and the samples
+    # are the local run's
+    (tmp_path / "whole").mkdir()
+    whole_config = write_config(tmp_path / "whole", teacher.base_url, data_root=f"memory://df-{uuid.uuid4().hex[:8]}",
+                                local_dir=str(load_config(config).data_root))
+    wcfg = load_config(whole_config)
+    whole = Run(wcfg.data_root, pipeline(str(whole_config)))
+    assert teacher.chat_count == asked and whole.load_record().status == "completed"
+    for s in ("textbooks", "cot", "heuristics", "dedup"):
+        assert sorted(whole.read(s).column("id").to_pylist()) == sorted(local.read(s).column("id").to_pylist()), s
+    assert read_manifest(whole.export_dir(wcfg.export.name), whole.filesystem)["rows"] == lman["rows"]
+    # the seeds' malformed lines are quarantined there too, as one whole object
+    with whole.filesystem.open_input_stream(str(whole.quarantine_dir() / "cot_seeds.jsonl")) as f:
+        remote_bad = [json.loads(x) for x in f.read().decode().splitlines()]
+    local_bad = [json.loads(x) for x in (local.quarantine_dir() / "cot_seeds.jsonl").read_text().splitlines()]
+    assert remote_bad and [(b["line"], b["reason"]) for b in remote_bad] == [(b["line"], b["reason"]) for b in local_bad]
+    assert not (Path.cwd() / "memory:").exists() and not list(Path.cwd().glob("df-*"))
 
 
 def test_a_failed_stage_task_is_retried_and_a_config_error_is_not(tmp_path, teacher, monkeypatch):
