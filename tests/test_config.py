@@ -30,7 +30,7 @@ def test_quickstart_loads():
     cfg = load_config(QUICKSTART)
     assert cfg.name == "quickstart"
     assert cfg.teacher.provider == "local"
-    assert cfg.cot.samples_per_question == 4 and cfg.cot.max_questions == 24 and cfg.cot.keep == "verified"
+    assert cfg.cot.samples_per_question == 6 and cfg.cot.max_questions == 24 and cfg.cot.keep == "verified"
     assert len(cfg.textbooks.topics) == 6 and "photosynthesis" in cfg.textbooks.topics
     assert cfg.export.formats == ["jsonl", "parquet"]
     seeds = cfg.resolve_path(cfg.cot.seeds)
