@@ -779,6 +779,11 @@ class PipelineConfig(_Model):
         safe = "/".join(part for part in rest.split("/") if part not in ("", ".", ".."))
         return Path(os.path.expanduser("~/.cache/dataforge")) / scheme.lower() / safe
 
+    def teacher_cache_dir(self) -> Path:
+        """The teacher's request cache (``teacher.sqlite``) and Batch API state (``batches/``):
+        ``<local_dir>/cache``, i.e. ``<data_root>/cache`` for a local data root."""
+        return self.resolved_local_dir() / "cache"
+
     def resolve_path(self, p: str) -> Path:
         path = Path(os.path.expanduser(p))
         if path.is_absolute() or not self.source_path:

@@ -163,7 +163,7 @@ def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None, acquire
     every online request: flows/ passes one that takes a slot of a rate limit shared by runs."""
     from dataforge.teacher.batch import BatchTeacherClient
 
-    cache_dir = cfg.resolved_local_dir() / "cache"  # local even when the data root is an object store
+    cache_dir = cfg.teacher_cache_dir()  # local even when the data root is an object store
     cache = RequestCache(cache_dir / "teacher.sqlite")
     if cfg.teacher.mode == "batch":
         return BatchTeacherClient(cfg.teacher, cache, base_url=base_url, state_dir=cache_dir / "batches"), cache

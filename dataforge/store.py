@@ -553,10 +553,6 @@ class Run:
         return self.dir / "export" / name  # type: ignore[return-value]
 
     @property
-    def cache_dir(self) -> Path:
-        return self.data_root / "cache"  # type: ignore[return-value]
-
-    @property
     def record_path(self) -> Path:
         return self.dir / RUN_RECORD  # type: ignore[return-value]
 

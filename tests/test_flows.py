@@ -82,6 +82,7 @@ def test_local_dir_holds_the_request_cache_and_teacher_state(tmp_path):
     from pathlib import Path
 
     assert parse_config({"data_root": str(tmp_path)}).resolved_local_dir() == tmp_path
+    assert parse_config({"data_root": str(tmp_path)}).teacher_cache_dir() == tmp_path / "cache"
     assert parse_config({"data_root": f"file://{tmp_path}"}).resolved_local_dir() == tmp_path
     remote = parse_config({"data_root": "s3://bucket/prefix/../x?region=us-east-1"}).resolved_local_dir()
     assert remote == Path.home() / ".cache" / "dataforge" / "s3" / "bucket" / "prefix" / "x"

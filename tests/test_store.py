@@ -504,7 +504,6 @@ def test_run_layout(tmp_path):
     assert run.stage_dir("cot") == root / "runs" / "lay" / "cot"
     assert run.rejected_dir("cot") == root / "runs" / "lay" / "rejected" / "cot"
     assert run.export_dir("default") == root / "runs" / "lay" / "export" / "default"
-    assert run.cache_dir == root / "cache"
 
 
 # --- a data root on pyarrow's filesystem layer (an object store) ------------------------------

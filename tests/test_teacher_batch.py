@@ -604,7 +604,7 @@ def test_stage_runner_in_batch_mode_then_a_rerun_sends_nothing(srv: FakeOpenAI, 
     assert result.rows_kept == 3 and result.rows_dropped == 0
     assert result.teacher is not None and result.teacher["requests_sent"] == 3
     assert (srv.file_uploads, srv.batch_creations, srv.chat_count) == (1, 1, 0)
-    (state,) = read_batch_states(run.cache_dir / "batches")
+    (state,) = read_batch_states(cfg.teacher_cache_dir() / "batches")
     assert state.status == "collected"
 
     requests_before = srv.count

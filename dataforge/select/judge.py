@@ -377,7 +377,7 @@ def judge_summary(kept: pa.Table, rejected: pa.Table) -> dict:
 def teacher_cache_path(cfg: PipelineConfig) -> Path:
     """The teacher's request cache, as the generation stages use it (``<local_dir>/cache/teacher.sqlite``;
     ``<data root>/cache/teacher.sqlite`` for a local data root)."""
-    return cfg.resolved_local_dir() / "cache" / "teacher.sqlite"
+    return cfg.teacher_cache_dir() / "teacher.sqlite"
 
 
 def apply_judge_stage(table: pa.Table, cfg: PipelineConfig, acquire=None) -> tuple:
