@@ -378,13 +378,18 @@ def cot_verify(
     quarantine: Optional[Path] = typer.Option(None, "--quarantine",
                                               help="Where malformed records go [default: <out>.quarantine.jsonl]"),
     fmt: str = typer.Option("table", "--format", help="Summary as table | json"),
+    no_check_steps: bool = typer.Option(False, "--no-check-steps",
+                                        help="Check final answers only, not the arithmetic of the steps"),
 ) -> None:
-    """Extract and check the final answer of every solution in FILE.
+    """Extract and check the final answer of every solution in FILE, and its steps.
 
-    Writes one row per record (extracted answer, gold answer, verdict: correct, incorrect,
-    no_answer, no_gold) and prints rows, extracted, correct and accuracy. Malformed records are
-    quarantined with file, line and reason. Example, GSM8K's own solutions against their
-    `#### N`: dataforge cot verify train.jsonl --solution-field answer --gold-field answer
+    Writes one row per record (extracted answer, gold answer, steps_checked, step_errors,
+    first_step_error, verdict: correct, wrong_step, incorrect, no_answer, no_gold) and prints
+    rows, extracted, correct (final answers), accuracy and wrong_step (a correct final answer
+    reached through a wrong step: an arithmetic claim that does not hold, or a number that comes
+    from neither the question nor an earlier step). Malformed records are quarantined with file,
+    line and reason. Example, GSM8K's own solutions against their `#### N`:
+    dataforge cot verify train.jsonl --solution-field answer --gold-field answer
     """
     from dataforge.generate.verify import Fields, VerifyError, verify_file
 
@@ -392,7 +397,7 @@ def cot_verify(
         _fail(f"--format must be table or json, got {fmt!r}")
     fields = Fields(question=question_field, solution=solution_field, gold=gold_field or None, options=options_field)
     try:
-        summary = verify_file(file, out, fields, answer_type, quarantine)
+        summary = verify_file(file, out, fields, answer_type, quarantine, check_steps=not no_check_steps)
     except VerifyError as e:
         _fail(str(e))
     if fmt == "json":
@@ -401,7 +406,7 @@ def cot_verify(
     acc = summary.accuracy
     row = {"rows": summary.rows, "extracted": summary.extracted, "with_gold": summary.with_gold,
            "correct": summary.correct, "accuracy": "" if acc is None else f"{acc:.4f}",
-           "quarantined": summary.quarantined}
+           "wrong_step": "" if no_check_steps else summary.wrong_step, "quarantined": summary.quarantined}
     print_table(pa.Table.from_pylist([row]), title=f"verified {file}")
     console.print("verdicts: " + ", ".join(f"{k}={v}" for k, v in summary.verdicts.items()))
     console.print(f"rows: {summary.output}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -163,6 +164,66 @@ def _axis_default(*names: str):
     return lambda: [AxisValue(name=n) for n in names]
 
 
+# Calibrated on the embedded teacher's sections over the four shipped taxonomies
+# (benchmarks/bench_textbook_gates.py, figures in benchmarks/RESULTS.md): the threshold that
+# drops at most 5% of sections compared with their own planned unit.
+DEFAULT_MIN_TOPIC_SIMILARITY: dict[str, float] = {"minilm": 0.29, "ngram": 0.02}
+
+# Flesch-Kincaid grade bands per audience (US school grades). Sources: the prompt's audience
+# descriptions (textbook_prompts.AUDIENCES: young children "aged 6 to 10" = grades 1-5; high
+# school "aged 14 to 18" = grades 9-12; college = first/second-year university, grades 13-14);
+# plain-language guidance for adult readers (grade 8 or below for the general public, so
+# professional prose is expected from about grade 8 up). The bands are where a section should
+# be; a section is dropped only when it is more than `grade_tolerance` grades outside.
+DEFAULT_GRADE_BANDS: dict[str, tuple[float, float]] = {
+    "young children": (1.0, 5.0),
+    "high school students": (8.0, 12.0),
+    "college students": (9.0, 16.0),
+    "professionals": (8.0, 16.0),
+}
+
+
+class TextbookGatesConfig(_Model):
+    """Quality gates on generated textbook sections (dataforge/generate/gates.py), on by
+    default: a reply that breaks the prompt's rules (a stock opener, a greeting, meta-talk, a
+    refusal, "As an AI", a heading, cut off at max_tokens) is dropped as
+    ``noncompliant:<reason>:<excerpt>``; a section whose similarity to its planned unit is below
+    ``min_topic_similarity`` as ``off_topic:<similarity>``; one whose Flesch-Kincaid grade is
+    more than ``grade_tolerance`` outside its audience's band as ``reading_grade:...``."""
+
+    enabled: bool = True
+    compliance: bool = True  # drop replies that open the way the prompt forbids, or were cut off
+    topic: bool = True  # drop sections far from their planned unit
+    embedding: Literal["auto", "minilm", "ngram"] = "auto"  # auto: MiniLM when installed
+    # per backend: cosines are not comparable across embeddings (see DEFAULT_MIN_TOPIC_SIMILARITY)
+    min_topic_similarity: dict[Literal["minilm", "ngram"], float] = Field(
+        default_factory=lambda: dict(DEFAULT_MIN_TOPIC_SIMILARITY))
+    reading_grade: bool = True  # drop sections whose reading grade is far outside their audience's band
+    # per audience name (as in textbooks.audiences); an audience not listed is not grade-checked
+    grade_bands: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_GRADE_BANDS))
+    # how far outside a band is "far": one writer's texts at one level spread 2.0-2.9 grades
+    # (standard deviation, benchmarks/bench_textbook_gates.py), so 3 grades
+    grade_tolerance: float = Field(3.0, ge=0)
+
+    @field_validator("min_topic_similarity")
+    @classmethod
+    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if not -1.0 <= x <= 1.0:
+                raise ValueError(f"{k}: a cosine threshold is between -1 and 1, got {x}")
+        return {**DEFAULT_MIN_TOPIC_SIMILARITY, **v}  # a backend not given keeps its calibrated default
+
+    @field_validator("grade_bands")
+    @classmethod
+    def _bands(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            if not name.strip():
+                raise ValueError("an audience name must not be empty")
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+                raise ValueError(f"{name!r}: a band is [low, high] with low <= high, got [{lo}, {hi}]")
+        return v
+
+
 class TextbookConfig(_Model):
     """Textbook sections from a table of (subject, topic, subtopic) x audience x style x format
     (phi-1, phi-1.5, Cosmopedia), optionally written from seed passages (Cosmopedia's web
@@ -188,6 +249,7 @@ class TextbookConfig(_Model):
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=16)
+    gates: TextbookGatesConfig = TextbookGatesConfig()
 
     @field_validator("audiences", "styles", "formats", mode="before")
     @classmethod
@@ -295,6 +357,10 @@ class CotConfig(_Model):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(320, ge=16)
     keep: Literal["verified", "all"] = "verified"
+    # step verification (dataforge/generate/steps.py): every arithmetic claim of a rationale is
+    # recomputed and every number it uses traced to the question or an earlier step; a sample
+    # whose final answer is right but whose steps are not is dropped as wrong_step:<excerpt>
+    check_steps: bool = True
     sandbox: PotSandboxConfig = PotSandboxConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
 

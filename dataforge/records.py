@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 KINDS = ("textbook", "cot", "instruction", "document")
 
@@ -61,6 +61,16 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("answer_correct", pa.bool_()),
         pa.field("votes", pa.int32()),
         pa.field("agreement", pa.float32()),
+        # step verification of a rationale (dataforge/generate/steps.py): arithmetic claims and
+        # traced values checked, how many were wrong, and the first wrong one as written
+        pa.field("steps_checked", pa.int32()),
+        pa.field("step_errors", pa.int32()),
+        pa.field("first_step_error", pa.string()),
+        # the generation gates of a textbook section (dataforge/generate/gates.py): the prompt
+        # rule its reply broke (null: none), similarity to its planned topic, readability grade
+        pa.field("gen_compliance", pa.string()),
+        pa.field("gen_topic_similarity", pa.float32()),
+        pa.field("gen_reading_grade", pa.float32()),
     ],
     metadata={"dataforge.schema_version": str(SCHEMA_VERSION)},
 )

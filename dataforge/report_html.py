@@ -3,7 +3,7 @@
 Everything is inline: CSS in a ``<style>`` block, every chart an ``<svg>`` drawn here from the
 warehouse views (no JavaScript, no CDN, no fonts to fetch), so the file opens anywhere,
 offline, and can be mailed or archived as it is. Sections: the funnel, drop reasons per
-stage, histograms of every ``*_score`` column (kept against dropped rows of the stage that
+stage, the quality gates (rows per reason with one example row each), histograms of every ``*_score`` column (kept against dropped rows of the stage that
 scored them), textbook coverage per axis (topic, audience, style, format), teacher tokens and
 cost per stage, and the ablation (selection against random data) when ``<run>/ablation/``
 holds a ``report.json`` of ``dataforge ablate``.
@@ -59,6 +59,11 @@ th { color: var(--muted); font-weight: 600; }
                        margin-right: 5px; background: var(--c); vertical-align: -1px; }
 .empty { color: var(--muted); font-style: italic; }
 .big { font-size: 18px; font-weight: 600; }
+.gate td.example { text-align: left; width: 70%; }
+.gate .why { font-weight: 600; word-break: break-word; }
+.gate pre { white-space: pre-wrap; word-break: break-word; margin: 4px 0; font-size: 12px; max-height: 12em;
+            overflow: auto; background: var(--bg); padding: 6px 8px; border-radius: 4px; }
+.gate .id { color: var(--muted); font-size: 11px; }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 24px; }
 """
 
@@ -310,6 +315,31 @@ def _drop_reasons(con: duckdb.DuckDBPyConnection) -> str:
                     f'<div class="grid">{"".join(cards)}</div>', "drops")
 
 
+def _gates(con: duckdb.DuckDBPyConnection) -> str:
+    """What each gate dropped: per stage, the rows per reason and one example row of each reason
+    (its full drop reason and the start of its text), so a reader can judge the gate itself."""
+    from dataforge.warehouse import STAGE_ORDER
+
+    rows = _rows(con, "SELECT * FROM gate_drops")
+    if not rows:
+        return _section("Quality gates", "No gate dropped a row.", "", "gates")
+    stages = sorted(dict.fromkeys(r["stage"] for r in rows),
+                    key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    parts = []
+    for stage in stages:
+        body = "".join(
+            f'<tr><td>{_e(r["reason"] or "(none)")}</td><td>{_fmt(r["rows"])}</td>'
+            f'<td class="example"><div class="why">{_e(r["example_reason"])}</div>'
+            f'<pre>{_e((r["example_text"] or "").strip())}</pre><div class="id">{_e(r["example_kind"])} '
+            f'{_e(r["example_id"])}</div></td></tr>'
+            for r in rows if r["stage"] == stage)
+        parts.append(f'<div class="card gate" data-stage="{_e(stage)}"><h3>{_e(stage)}</h3><table><thead><tr>'
+                     f'<th>reason</th><th>rows</th><th>example</th></tr></thead><tbody>{body}</tbody></table></div>')
+    return _section("Quality gates", "What each stage dropped, per reason, with one example row of each reason: its "
+                    "full drop reason and the start of its text (the row with the smallest id).", "".join(parts),
+                    "gates")
+
+
 def _scores(con: duckdb.DuckDBPyConnection, stage_names: Sequence[str]) -> str:
     cols = score_columns(con)
     if not cols:
@@ -459,7 +489,7 @@ def render_report(run: Run) -> str:
         stages_rows = _rows(con, "SELECT * FROM funnel")
         final_rows = _rows(con, "SELECT count(*) AS n FROM final")
         teacher_html, totals = _teacher(run, con)
-        body = [_funnel(stages_rows), _drop_reasons(con), _scores(con, STAGE_ORDER), _coverage(con), teacher_html,
+        body = [_funnel(stages_rows), _drop_reasons(con), _gates(con), _scores(con, STAGE_ORDER), _coverage(con), teacher_html,
                 _ablation(run)]
     finally:
         con.close()

@@ -32,6 +32,8 @@ from dataforge.generate.cot import TRANSIENT_KEYS as COT_TRANSIENT_KEYS, generat
 from dataforge.generate.seeds import load_seeds, write_quarantine
 from dataforge.generate.synthesis import SynthResult, plan_parents, synthesize_questions
 from dataforge.generate.textbooks import generate_textbooks, plan_textbooks
+from dataforge.generate.gates import apply_textbook_gates
+from dataforge.generate.taxonomy import TopicUnit
 from dataforge.progress import progress_bar
 from dataforge.select.color import apply_color_stage
 from dataforge.select.diversity import apply_diversity_stage
@@ -195,6 +197,14 @@ def _write_run_quarantine(run: Run, name: str, rows: list) -> Path:
     return path
 
 
+def _gate_counts(rows: Sequence[dict]) -> dict[str, int]:
+    """Dropped rows per gate reason, details left out (``noncompliant:meta_talk``, ``off_topic``)."""
+    def key(reason: str) -> str:
+        head, _, rest = reason.partition(":")
+        return f"{head}:{rest.split(':')[0]}" if head == "noncompliant" else head
+    return dict(Counter(key(r["drop_reason"]) for r in rows).most_common())
+
+
 def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire: Callable | None = None
                   ) -> StageResult:
     io = _generation_io(run, cfg, "textbooks")
@@ -225,11 +235,18 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, ac
     for r in empty:
         r["drop_reason"] = "empty_completion"
     rows = [r for r in rows if r["text"]]
-    kept_e, rej_e = io.write_shard(0, samples_to_table(rows), _drop_table(failures + empty, "textbooks"))
-    extra = {**summarize_textbooks(cells, rows, sources), "quarantined_passages": len(sources.quarantined),
+    summary = summarize_textbooks(cells, rows, sources)
+    # the generation gates: prompt compliance, topic faithfulness, audience fit (gates.py)
+    covers = {(u.subject, u.topic, u.subtopic): u.covers for u in sources.units if isinstance(u, TopicUnit)}
+    rows, gated = apply_textbook_gates(rows, cfg.textbooks.gates, covers)
+    dropped = failures + empty + gated
+    gate_counts = _gate_counts(gated)
+    kept_e, rej_e = io.write_shard(0, samples_to_table(rows), _drop_table(dropped, "textbooks"))
+    extra = {**summary, "gates": gate_counts,
+             "quarantined_passages": len(sources.quarantined),
              "quarantine_file": str(quarantine) if sources.quarantined else None}
     io.commit(kept_e, rej_e, SAMPLE_SCHEMA, extra=extra)
-    return StageResult("textbooks", rows_in=len(cells), rows_kept=len(rows), rows_dropped=len(failures) + len(empty),
+    return StageResult("textbooks", rows_in=len(cells), rows_kept=len(rows), rows_dropped=len(dropped),
                        seconds=time.perf_counter() - t0, teacher=stats.as_dict(), extra=extra)
 
 
@@ -276,7 +293,7 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire:
     kept, dropped = [], []
     program_status: Counter[str] = Counter()
     for r in rows:
-        reason = verdict(r, cfg.cot.keep, min_agreement)
+        reason = verdict(r, cfg.cot.keep, min_agreement, cfg.cot.check_steps)
         if r.get("pot_status"):
             program_status[r["pot_status"]] += 1
         for key in COT_TRANSIENT_KEYS:
@@ -295,6 +312,7 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire:
     extra = {"seeds": len(seeds), "quarantined_seeds": len(bad), "synthesis": synth_extra,
              "quarantine_file": str(quarantine) if bad else None,
              "verified": sum(1 for r in rows if r["answer_correct"]),
+             "wrong_step": sum(1 for r in rows if r["answer_correct"] and r.get("step_errors")),
              "seed_sources": dict(Counter(s.source for s in seeds)),
              "programs": dict(program_status) if program_status else None}
     io.commit(kept_e, rej_e, SAMPLE_SCHEMA, extra=extra)

@@ -6,10 +6,10 @@ import re
 
 TEXTBOOK_BODY = (
     "The topic of {topic} can be understood step by step. First we look at the main idea and the words "
-    "that describe it, and then we work through an example with care. A student who reads this section "
+    "that describe it, and then we work through an example with care. A student who learns {topic} "
     "should be able to explain the idea to a friend, to solve a small problem with it, and to say why "
     "the method works. We begin with the definition, move to the example, and end with a short summary "
-    "of what was learned in this part of the book. Variant {seed}."
+    "of what was learned about {topic}. Variant {seed}."
 )
 
 

@@ -286,3 +286,61 @@ def test_editing_a_seed_file_in_place_regenerates(tmp_path):
         again = stages.run_cot(run, cfg)
     assert not again.skipped
     assert [r["question"] for r in pq.read_table(run.stage_dir("cot")).to_pylist()] == ["What is 4 + 4?"]
+
+
+# --- step verification in the stage -------------------------------------------------------------
+
+STEP_QUESTION = ("Sam buys 3 boxes of pencils with 12 pencils in each box. He gives away 6 pencils. "
+                 "How many pencils does he have left?")
+
+
+def step_responder(body: dict) -> str:
+    """Every sample reaches the gold answer 30. Even seeds reason correctly; odd seeds write a
+    wrong product and a number from nowhere, and still end on 30 (the issue's failure mode).
+    Programs: sample 0 computes what its comments say, sample 1's comment claims a wrong value."""
+    system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
+    seed = body.get("seed") or 0
+    if "Python program" in system:
+        claim = "36" if seed % 2 == 0 else "38"
+        return ("```python\ndef solution():\n    boxes = 3\n    per_box = 12\n"
+                f"    total = boxes * per_box  # 3 * 12 = {claim} pencils\n"
+                "    given = 6\n    return total - given\n```")
+    if seed % 2 == 0:
+        return "He has 3 * 12 = 36 pencils.\nHe gives away 6, so 36 - 6 = 30.\nThe answer is 30."
+    return "He has 3 * 12 = 32 pencils.\nThere are 7 days in a week, so 32 - 2 = 30.\nThe answer is 30."
+
+
+def _step_stage(tmp_path: Path, srv: FakeOpenAI, **cot) -> tuple:
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text(json.dumps({"question": STEP_QUESTION, "answer": "3 * 12 = 36\n36 - 6 = 30\n#### 30"}) + "\n")
+    cfg_path = tmp_path / "p.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "name": "steps", "data_root": str(tmp_path / "data"),
+        "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "fake", "max_attempts": 1},
+        "textbooks": {"enabled": False},
+        "cot": {"seeds": "s.jsonl", "samples_per_question": 2, "method": "both", **cot}}))
+    cfg = load_config(cfg_path)
+    run = stages.open_run(cfg)
+    return run, stages.run_cot(run, cfg)
+
+
+def test_cot_stage_drops_right_answers_reached_through_wrong_steps(tmp_path):
+    with FakeOpenAI(responder=step_responder) as srv:
+        run, result = _step_stage(tmp_path, srv)
+    kept = pq.read_table(run.stage_dir("cot")).to_pylist()
+    rejected = pq.read_table(run.rejected_dir("cot")).to_pylist()
+    assert all(r["answer_correct"] for r in kept + rejected)  # every sample has the gold answer
+    assert [(r["method"], r["sample_index"]) for r in kept] == [("cot", 0), ("pot", 0)]
+    assert all(r["step_errors"] == 0 and r["steps_checked"] >= 1 for r in kept)
+    by = {r["method"]: r for r in rejected}
+    assert by["cot"]["drop_reason"].startswith("wrong_step:") and "3 * 12 = 32" in by["cot"]["drop_reason"]
+    assert by["cot"]["step_errors"] >= 1 and "3 * 12 = 32" in by["cot"]["first_step_error"]
+    assert by["pot"]["drop_reason"].startswith("wrong_step:") and "38" in by["pot"]["first_step_error"]
+    assert result.extra["verified"] == 4 and result.extra["wrong_step"] == 2
+
+
+def test_check_steps_off_keeps_answer_verified_samples(tmp_path):
+    with FakeOpenAI(responder=step_responder) as srv:
+        run, result = _step_stage(tmp_path, srv, check_steps=False)
+    kept = pq.read_table(run.stage_dir("cot")).to_pylist()
+    assert len(kept) == 4 and all(r["steps_checked"] is None for r in kept)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -153,7 +155,36 @@ def test_gsm8k_train_solutions_verify_against_their_own_gold(shared_data, tmp_pa
     s = json.loads(r.output)
     assert (s["rows"], s["extracted"], s["correct"], s["quarantined"], s["accuracy"]) == (7473, 7473, 7473, 0, 1.0)
     t = pq.read_table(tmp_path / "gsm8k.parquet")
-    assert t.num_rows == 7473 and set(t.column("verdict").to_pylist()) == {"correct"}
+    verdicts = Counter(t.column("verdict").to_pylist())
+    # every final answer is right; step verification flags at most 1% of the gold solutions
+    # (the issue's bound; the flagged ones are reviewed in benchmarks/RESULTS.md)
+    assert set(verdicts) <= {"correct", "wrong_step"} and verdicts["wrong_step"] == s["wrong_step"]
+    assert s["wrong_step"] <= 74, s["wrong_step"]
+    checked = t.column("steps_checked").to_pylist()
+    # nearly every solution has a step to check (seen: 117 of 7,473 without one, algebra with unknowns)
+    assert sum(1 for n in checked if n >= 1) >= 0.97 * len(checked)
+    flagged = t.filter(pa.compute.equal(t.column("verdict"), "wrong_step"))
+    assert all(e for e in flagged.column("first_step_error").to_pylist())
+
+
+def test_wrong_step_verdict_and_no_check_steps(tmp_path):
+    """A right final answer reached through a wrong step is wrong_step (still counted correct);
+    --no-check-steps turns the check off."""
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps({"question": "Tom has 3 boxes of 4 apples and eats 2. How many are left?",
+                               "solution": "3 * 4 = 13\n12 - 2 = 10\nThe answer is 10.", "answer": "10"}) + "\n"
+                   + json.dumps({"question": "Tom has 3 boxes of 4 apples and eats 2. How many are left?",
+                                 "solution": "3 * 4 = 12\n12 - 2 = 10\nThe answer is 10.", "answer": "10"}) + "\n")
+    s = verify_file(src, tmp_path / "o.parquet")
+    assert (s.correct, s.wrong_step) == (2, 1) and s.verdicts == {"correct": 1, "wrong_step": 1}
+    t = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert t[0]["verdict"] == "wrong_step" and "3 * 4 = 13" in t[0]["first_step_error"] and t[0]["step_errors"] >= 1
+    assert t[1]["verdict"] == "correct" and t[1]["step_errors"] == 0 and t[1]["steps_checked"] >= 2
+    r = runner.invoke(app, ["cot", "verify", str(src), "-o", str(tmp_path / "n.parquet"), "--no-check-steps",
+                            "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["verdicts"] == {"correct": 2}
+    assert pq.read_table(tmp_path / "n.parquet").column("steps_checked").null_count == 2
 
 
 @pytest.mark.shared_data

@@ -91,6 +91,35 @@ def test_numbers_in_the_charts_are_the_runs(run_dir):
         assert f"<title>{stage} · sent: {rec.stages[stage].teacher['requests_sent']}</title>" in page
 
 
+def test_quality_gates_show_counts_per_reason_and_one_example_each(run_dir):
+    """Every stage that dropped rows has a gate card: each reason with its count (the rows of
+    `rejections` with that reason) and one example row, shown by its drop reason and text."""
+    import html as html_mod
+
+    from dataforge.warehouse import query
+
+    gates = query(run_dir, "SELECT * FROM gate_drops").to_pylist()
+    rejected = query(run_dir, "SELECT drop_stage, drop_reason, id, text FROM rejections").to_pylist()
+    assert gates and sum(g["rows"] for g in gates) == len(rejected)
+    assert {g["stage"] for g in gates} == {r["drop_stage"] for r in rejected}
+    page = render_report(run_dir)
+    section = page[page.index('<section id="gates">'):]
+    section = section[:section.index("</section>")]
+    by_id = {r["id"]: r for r in rejected}
+    for g in gates:
+        assert f'data-stage="{g["stage"]}"' in section
+        ex = by_id[g["example_id"]]  # a real rejected row of that stage, with that reason
+        assert ex["drop_stage"] == g["stage"] and ex["drop_reason"] == g["example_reason"]
+        assert ex["drop_reason"].startswith(g["reason"].split(":")[0])
+        assert html_mod.escape(g["example_reason"]) in section
+        assert html_mod.escape(ex["text"][:80].strip()) in section
+        row = re.search(rf'<tr><td>{re.escape(html_mod.escape(g["reason"]))}</td><td>([\d,]+)</td>', section)
+        assert row and int(row.group(1).replace(",", "")) == g["rows"]
+    # `dataforge report` prints the same table
+    r = CliRunner().invoke(app, ["report", "--data-root", str(run_dir.data_root), "--run", run_dir.run_id])
+    assert r.exit_code == 0 and "quality gates" in r.output and "answer_mismatch" in r.output
+
+
 def test_ablation_section_when_the_run_has_one(run_dir, tmp_path):
     abl = run_dir.dir / "ablation" / "sel-vs-random"
     abl.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,7 @@ def synth_responder(body: dict) -> str:
         result = right if seed % 2 == 0 else right + 1
     else:
         result = right
-    return f"We add {nums[0]} and {nums[1]}.\nThe answer is {result}."
+    return f"We add {nums[0]} and {nums[1]}.\n{nums[0]} + {nums[1]} = {result}\nThe answer is {result}."
 
 
 def test_cot_stage_with_question_synthesis(tmp_path):

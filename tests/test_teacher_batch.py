@@ -597,7 +597,8 @@ def test_stage_runner_in_batch_mode_then_a_rerun_sends_nothing(srv: FakeOpenAI, 
         "name": "b", "data_root": str(tmp_path / "data"),
         "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "fake-model", "api_key_env": KEY_ENV,
                     "mode": "batch", "batch_poll_interval_s": 0.01, "max_attempts": 2},
-        "textbooks": {"topics": ["fractions", "magnets", "rivers"], "max_samples": 3},
+        # the fake batch teacher echoes its prompt: a reply the gates drop as meta-talk
+        "textbooks": {"topics": ["fractions", "magnets", "rivers"], "max_samples": 3, "gates": {"enabled": False}},
     })
     run = stages.open_run(cfg, None)
     result = stages.run_textbooks(run, cfg)

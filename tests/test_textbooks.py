@@ -368,7 +368,8 @@ def run_stage(tmp_path: Path, srv: FakeOpenAI, textbooks: dict) -> tuple[Run, st
         "name": "tb", "data_root": str(tmp_path / "data"), "seed": 100,
         "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "fake-model", "max_attempts": 1,
                     "backoff_initial_s": 0.01},
-        "textbooks": textbooks, "cot": {"enabled": False}})
+        # these tests are about the plan and the rows; the gates have their own test below
+        "textbooks": {"gates": {"enabled": False}, **textbooks}, "cot": {"enabled": False}})
     cfg = load_config(cfg_path)
     run = stages.open_run(cfg)
     result = stages.run_textbooks(run, cfg)
@@ -612,3 +613,55 @@ def test_pile_documents_as_passages_and_diversity_agreement(shared_data, tmp_pat
     for name in py:
         assert sql[name][:2] == py[name][:2], name
         assert sql[name][2:] == pytest.approx(py[name][2:], rel=1e-12), name
+
+
+# Replies of the kinds a reader rejects in seconds, and one a reader keeps, keyed by the topic
+# the prompt asks for (inline topics: the unit is the topic itself).
+GATE_REPLIES = {
+    "photosynthesis": (  # on topic, plain prose for high school students: kept
+        "Plants make their own food through photosynthesis. Inside the leaves, chloroplasts hold a green "
+        "pigment called chlorophyll, which absorbs light energy. The plant uses that energy to split water "
+        "taken up by the roots and to combine carbon dioxide from the air into glucose, a sugar it can store "
+        "or burn. Oxygen is released as a by-product through small pores called stomata. A simple experiment "
+        "shows this: place a water plant under a lamp and count the bubbles of oxygen each minute. Move the "
+        "lamp closer and the count rises, because more light drives the reaction faster. Temperature and the "
+        "amount of carbon dioxide limit the rate in the same way."),
+    "the water cycle": (  # meta-talk about the task
+        "Sure! Here is a section about the water cycle for high school students. Water evaporates from the "
+        "oceans, rises as vapour, cools into clouds and falls again as rain or snow, which rivers carry back "
+        "to the sea. Each step moves energy as well as water."),
+    "binary numbers": (  # a stock opener the prompt bans
+        "In today's fast-paced world, binary numbers are everywhere. A binary number uses only the digits 0 "
+        "and 1, and each place is worth twice the place to its right, so 1011 is eight plus two plus one, or "
+        "eleven. Computers store every number this way because a switch is either off or on."),
+    "the French Revolution": (  # off topic: about cooking pasta
+        "Boil a large pot of salted water and add the dry pasta. Stir it during the first minute so the "
+        "pieces do not stick together. Taste a piece after eight minutes; it should be soft but still firm in "
+        "the middle. Drain the pasta in a colander, keep a cup of the cooking water, and toss the pasta with "
+        "the sauce, adding a splash of the water if the sauce is too thick."),
+}
+
+
+def gate_responder(body: dict) -> str:
+    prompt = body["messages"][-1]["content"]
+    topic = re.search(r"about (.+?) for ", prompt).group(1)
+    return GATE_REPLIES[topic]
+
+
+def test_stage_gates_drop_what_a_reader_rejects_with_reasons_and_columns(tmp_path):
+    with FakeOpenAI(responder=gate_responder) as srv:
+        run, result = run_stage(tmp_path, srv, {
+            "topics": list(GATE_REPLIES), "audiences": ["high school students"], "styles": ["academic textbook"],
+            "formats": ["worked example"], "max_samples": 4, "gates": {"enabled": True}})
+    kept = run.read("textbooks").to_pylist()
+    assert [r["topic"] for r in kept] == ["photosynthesis"]
+    k = kept[0]
+    assert k["gen_compliance"] is None and k["gen_topic_similarity"] > 0.3 and 5 < k["gen_reading_grade"] < 15
+    rejected = {r["topic"]: r for r in run.read_rejected("textbooks").to_pylist()}
+    assert rejected["the water cycle"]["drop_reason"].startswith("noncompliant:meta_talk:Sure!")
+    assert rejected["binary numbers"]["drop_reason"].startswith("noncompliant:stock_opener:In today")
+    assert rejected["the French Revolution"]["drop_reason"].startswith("off_topic:")
+    assert rejected["the French Revolution"]["gen_topic_similarity"] < 0.3
+    extra = json.loads(run.record_path.read_text())["stages"]["textbooks"]["extra"]
+    assert extra["gates"] == {"noncompliant:meta_talk": 1, "noncompliant:stock_opener": 1, "off_topic": 1}
+    assert (result.rows_kept, result.rows_dropped) == (1, 3)

@@ -12,7 +12,11 @@ student learns to follow them, as in Orca); ``fewshot`` adds two worked examples
 Checking. The final answer is extracted per answer type (:mod:`dataforge.generate.answers`)
 and compared with the seed's gold answer; only verified rationales are kept by default
 (rejection sampling on the answer: STaR, Zelikman et al. 2022; Symbolic CoT Distillation, Li
-et al. 2023, sample many rationales per question from the teacher). Across a question's
+et al. 2023, sample many rationales per question from the teacher). A right answer is not a
+right rationale: with ``check_steps`` (on by default) every arithmetic claim is recomputed and
+every number traced to the question or an earlier step (:mod:`dataforge.generate.steps`; for a
+program, its comments against the values it computes), and a sample with a wrong step is
+dropped as ``wrong_step:<the step as written>``. Across a question's
 samples ``votes`` counts the samples that reached the same answer and ``agreement`` is
 votes / samples (self-consistency, Wang et al. 2023).
 
@@ -29,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from dataforge.config import CotConfig
+from dataforge.generate import steps
 from dataforge.generate.answers import Choice, answer_key, answers_match, extract_answer
 from dataforge.generate.pot import SandboxLimits, answer_from_result, extract_program, run_program
 from dataforge.generate.seeds import Seed
@@ -262,7 +267,7 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
         if method == "pot":
             program = extract_program(reply)
             async with sandbox_slots:
-                result = await asyncio.to_thread(run_program, program, limits)
+                result = await asyncio.to_thread(run_program, program, limits, capture_locals=cfg.check_steps)
             answer = answer_from_result(result, s.answer_type, s.options)
             pot_status, pot_error = result.status, result.reason
             rationale = program if program is not None else reply
@@ -270,6 +275,11 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
         else:
             rationale = shown = reply
             answer = extract_answer(reply, s.answer_type, s.options)
+        report = None
+        if cfg.check_steps:
+            report = (steps.check_steps(rationale, s.question) if method == "cot"
+                      else steps.check_program_steps(program, result.local_values, s.question)
+                      if program is not None else None)
         chat = [{"role": "user", "content": s.question}, {"role": "assistant", "content": shown}]
         if method == "cot" and prompt != "fewshot":
             chat.insert(0, messages[0])  # Orca: the student is trained with the system message
@@ -278,7 +288,8 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
                           answer_correct=(answers_match(answer, s.gold_answer, answer_type=s.answer_type)
                                           if s.gold_answer is not None else None),
                           request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
-                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd)
+                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd,
+                          **(step_columns(report) if report is not None else {}))
         if method == "pot":
             row["pot_status"], row["pot_error"] = pot_status, pot_error
         return row, None
@@ -295,26 +306,51 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
 TRANSIENT_KEYS = ("pot_status", "pot_error")
 
 
-def verdict(row: dict, keep: str, min_agreement: float | None = None) -> str | None:
+def step_columns(report: "steps.StepReport") -> dict:
+    """The record columns of a step check."""
+    return {"steps_checked": report.steps_checked, "step_errors": report.step_errors,
+            "first_step_error": report.first_step_error}
+
+
+def wrong_step_reason(row: dict) -> str | None:
+    """``wrong_step:<the first wrong step as written>`` when step verification found an error;
+    for a prose rationale with a numeric answer, ``no_calculation`` or
+    ``unsupported_answer:<answer>`` when it does not show where its answer comes from
+    (:func:`dataforge.generate.steps.answer_support`)."""
+    if row.get("step_errors"):
+        excerpt = " ".join(str(row.get("first_step_error") or "").split())
+        return f"wrong_step:{excerpt[:80]}"
+    if row.get("method") == "cot" and row.get("steps_checked") is not None:
+        return steps.answer_support(row.get("rationale") or "", row.get("answer"), row.get("question"),
+                                    row.get("steps_checked"))
+    return None
+
+
+def verdict(row: dict, keep: str, min_agreement: float | None = None, check_steps: bool = False) -> str | None:
     """None to keep the sample, else the drop reason. ``keep: verified`` keeps only samples
     whose answer matches the gold answer (questions without gold keep every sample whose
     program, if any, ran); ``keep: all`` keeps everything. A sample of a *synthesized*
     question (``parent_seed_id`` set, no gold) is kept only when its answer's share of the
-    votes is at least ``min_agreement`` (dataforge.generate.synthesis), whatever ``keep``."""
+    votes is at least ``min_agreement`` (dataforge.generate.synthesis), whatever ``keep``.
+    With ``check_steps``, a sample that would be kept for its answer but has a wrong step
+    (``step_errors`` > 0: dataforge.generate.steps) is dropped as ``wrong_step:<excerpt>``, and
+    a prose one whose numeric answer its steps do not support as ``no_calculation`` or
+    ``unsupported_answer:<answer>`` (:func:`wrong_step_reason`)."""
+    steps = wrong_step_reason(row) if check_steps else None
     if row.get("parent_seed_id") and row.get("gold_answer") is None and min_agreement is not None:
         status = row.get("pot_status")
         if row.get("method") == "pot" and status is not None and status != "ok":
             return f"program_failed:{status}"
-        return consensus_verdict(row, min_agreement)
+        return consensus_verdict(row, min_agreement) or steps
     if keep == "all":
         return None
     status = row.get("pot_status")
     if row.get("method") == "pot" and status is not None and status != "ok":
         return f"program_failed:{status}"
     if row.get("gold_answer") is None:
-        return None
+        return steps
     if row.get("answer") is None:
         return "no_final_answer" if row.get("finish_reason") != "length" else "truncated_no_final_answer"
     if not row.get("answer_correct"):
         return "answer_mismatch"
-    return None
+    return steps

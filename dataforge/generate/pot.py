@@ -69,6 +69,7 @@ sys.stdout = sys.stderr
 _src = sys.stdin.read()
 sys.stdin.close()
 _uid = int(sys.argv[1])
+_capture = len(sys.argv) > 2 and sys.argv[2] == "1"
 if _uid >= 0 and os.geteuid() == 0:
     # imported before the drop: the interpreter's own files may not be readable by that uid
     import math, cmath, fractions, decimal, statistics, itertools, functools, collections, datetime, \
@@ -77,9 +78,37 @@ if _uid >= 0 and os.geteuid() == 0:
     os.setgid(_uid)
     os.setuid(_uid)
 
+_captured = {}
+
 def _report(obj):
+    if _captured:
+        obj["locals"] = _captured
     _result.write(json.dumps(obj) + "\n")
     _result.flush()
+
+def _numbers(frame_locals):
+    # the numbers among solution()'s locals, as text: exact types only (no user code runs),
+    # bounded in count and size so that the report stays far below the output limit
+    out, size = {}, 0
+    for _k, _v in frame_locals.items():
+        _t = type(_v)
+        if type(_k) is not str or len(_k) > 64:
+            continue
+        if _t is int and _v.bit_length() <= 200:
+            _s = str(_v)
+        elif _t is float and _v == _v and _v not in (float("inf"), float("-inf")):
+            _s = repr(_v)
+        elif _t is Fraction and _v.numerator.bit_length() <= 200 and _v.denominator.bit_length() <= 200:
+            _s = f"{_v.numerator}/{_v.denominator}"
+        elif _t is Decimal and _v.is_finite() and len(str(_v)) <= 80:
+            _s = str(_v)
+        else:
+            continue
+        size += len(_k) + len(_s)
+        if len(out) >= 100 or size > 8000:
+            break
+        out[_k] = _s
+    return out
 
 def _no_network(*args, **kwargs):
     raise PermissionError("network access is disabled in the program sandbox")
@@ -129,7 +158,24 @@ try:
     if not callable(_fn):
         _report({"status": "no_solution", "error": "the program defines no function solution()"})
         raise SystemExit(0)
-    _value = _fn()
+    if _capture and hasattr(_fn, "__code__"):
+        _target = _fn.__code__
+        _last = []
+
+        def _on_return(frame, event, arg):
+            if event == "return" and frame.f_code is _target:
+                _last[:] = [dict(frame.f_locals)]
+
+        sys.setprofile(_on_return)
+        try:
+            _value = _fn()
+        finally:
+            sys.setprofile(None)
+        if _last:
+            _captured.update(_numbers(_last[0]))
+        del _last
+    else:
+        _value = _fn()
 except MemoryError:
     _g.clear()
     _report({"status": "memory_limit", "error": "MemoryError: the program exceeded its memory limit"})
@@ -189,6 +235,9 @@ class ExecResult:
     error: str | None = None
     seconds: float = 0.0
     stderr: str = ""  # the tail of what the program printed
+    #: with ``capture_locals``: the numbers among solution()'s local variables when it returned,
+    #: as text (int, float repr, "n/d" for a Fraction, Decimal), at most 100 of them
+    local_values: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -254,9 +303,13 @@ def _clamp(soft: int, hard: int, current_hard: int) -> tuple[int, int]:
     return min(soft, current_hard), min(hard, current_hard)
 
 
-def run_program(source: str | None, limits: SandboxLimits = SandboxLimits()) -> ExecResult:
+def run_program(source: str | None, limits: SandboxLimits = SandboxLimits(), *,
+                capture_locals: bool = False) -> ExecResult:
     """Run ``source`` (which must define ``solution()``) in the sandbox; never raises for
-    anything the program does. Every way it can end is a status with a readable reason."""
+    anything the program does. Every way it can end is a status with a readable reason.
+    With ``capture_locals`` the harness also reports the numeric locals of ``solution()`` at
+    its return (a profile hook inside the sandboxed child; the limits are unchanged) in
+    ``local_values``, for :func:`dataforge.generate.steps.check_program_steps`."""
     if not source or not source.strip():
         return ExecResult("no_program", error="the reply holds no program defining solution()")
     t0 = time.perf_counter()
@@ -266,7 +319,8 @@ def run_program(source: str | None, limits: SandboxLimits = SandboxLimits()) -> 
             os.chown(workdir, uid, -1)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", HARNESS, str(uid)], cwd=workdir, env=dict(SANDBOX_ENV),
+                [sys.executable, "-I", "-S", "-c", HARNESS, str(uid), "1" if capture_locals else "0"], cwd=workdir,
+                env=dict(SANDBOX_ENV),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 preexec_fn=_limit_child(limits), start_new_session=True, close_fds=True)
         except (OSError, subprocess.SubprocessError) as err:
@@ -287,7 +341,7 @@ def run_program(source: str | None, limits: SandboxLimits = SandboxLimits()) -> 
         status = report.get("status")
         if status == "ok":
             return ExecResult("ok", value=str(report.get("value")), value_type=str(report.get("type")),
-                              seconds=seconds, stderr=stderr_tail)
+                              seconds=seconds, stderr=stderr_tail, local_values=_local_values(report))
         if status in STATUSES:
             return ExecResult(status, error=str(report.get("error") or ""), seconds=seconds, stderr=stderr_tail)
     if rc is not None and rc < 0 and -rc == signal.SIGXCPU:
@@ -304,6 +358,13 @@ def run_program(source: str | None, limits: SandboxLimits = SandboxLimits()) -> 
         return ExecResult("crashed", error=f"killed by signal {name}", seconds=seconds, stderr=stderr_tail)
     last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else f"exit status {rc}, no result"
     return ExecResult("crashed", error=last[:300], seconds=seconds, stderr=stderr_tail)
+
+
+def _local_values(report: dict) -> dict[str, str] | None:
+    found = report.get("locals")
+    if not isinstance(found, dict):
+        return None
+    return {str(k): str(v) for k, v in found.items() if isinstance(v, str)}
 
 
 def _parse_report(line: str) -> dict | None:

@@ -12,13 +12,18 @@ audience, a style; Cosmopedia's web-extract prompts for passages):
 
 Both forbid the stock openers that Cosmopedia found dominating its first generations ("Once
 upon a time", "In the realm of"; its blog-post prompt also bans "Have you ever..." and "Hello
-dear readers"), and :func:`stock_opener` checks a reply for them afterwards.
+dear readers"), and :func:`stock_opener` checks a reply for them afterwards. The list lives in
+``compliance_patterns.yaml`` with the other patterns the compliance gate (``gates.py``) checks.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 TOPIC_TEMPLATE = "textbook_topic_v2"
 PASSAGE_TEMPLATE = "textbook_passage_v2"
@@ -79,26 +84,25 @@ FORMATS: dict[str, AxisSpec] = {f.name: f for f in [
              "its full solution."),
 ]}
 
-# Openers that made Cosmopedia's early generations read alike, and their close relatives.
-# Matched at the start of a reply, case-insensitively, after markdown marks and quotes.
-STOCK_OPENERS: tuple[str, ...] = (
-    "Once upon a time",
-    "In the realm of",
-    "In the world of",
-    "Imagine a world",
-    "Imagine that",
-    "Have you ever",
-    "In today's world",
-    "In today's fast-paced world",
-    "Welcome to",
-    "Hello",
-    "Hi there",
-    "Dear readers",
-    "Let's dive into",
-    "Let's delve into",
-    "In this section",
-    "In this chapter",
-)
+PATTERNS_FILE = Path(__file__).resolve().parent / "compliance_patterns.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def load_compliance_patterns() -> dict:
+    """``compliance_patterns.yaml``: every pattern of a reply that disobeys the textbook prompt,
+    grouped by reason (the compliance gate in ``gates.py`` reads the same file)."""
+    data = yaml.safe_load(PATTERNS_FILE.read_text(encoding="utf-8"))
+    phrases = data.get("stock_opener", {}).get("phrases") if isinstance(data, dict) else None
+    if not phrases or not all(isinstance(p, str) and p.strip() for p in phrases):
+        raise ValueError(f"{PATTERNS_FILE}: stock_opener.phrases must be a non-empty list of phrases")
+    return data
+
+
+# Openers that made Cosmopedia's early generations read alike, and their close relatives: the
+# `stock_opener` phrases of compliance_patterns.yaml, so the prompt's ban list and the check are
+# one list. Matched at the start of a reply, case-insensitively, after markdown marks and quotes.
+STOCK_OPENERS: tuple[str, ...] = tuple(
+    " ".join(p.split()) for p in load_compliance_patterns()["stock_opener"]["phrases"])
 
 _OPENER_RE = re.compile(
     r"^(?:" + "|".join(re.escape(o.lower()).replace("'", "['’]") for o in

@@ -7,9 +7,13 @@ row per record with the extracted answer and the verdict, as Parquet or JSON lin
 output's suffix). Malformed records are quarantined with file, line and reason in a JSON-lines
 file beside the output; they never stop the check.
 
-Verdicts: ``correct``, ``incorrect`` (an answer that differs from the gold one), ``no_answer``
-(nothing extractable: no number, no option, ...), ``no_gold`` (nothing to compare with).
-Accuracy is correct / records with a gold answer.
+Verdicts: ``correct``, ``wrong_step`` (the final answer matches the gold one, but a step of the
+solution does not hold: :mod:`dataforge.generate.steps`), ``incorrect`` (an answer that differs
+from the gold one), ``no_answer`` (nothing extractable: no number, no option, ...), ``no_gold``
+(nothing to compare with). ``correct`` (the column and the count) is about the final answer, so
+a ``wrong_step`` row counts as correct there; accuracy is correct / records with a gold answer.
+Every solution's steps are checked (``steps_checked``, ``step_errors``, ``first_step_error``)
+unless ``check_steps=False``.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import pyarrow.parquet as pq
 from dataforge.generate.answers import (ANSWER_TYPES, Choice, answers_match, extract_answer, infer_answer_type,
                                         parse_gold, parse_options)
 from dataforge import tabular
+from dataforge.generate import steps
 from dataforge.tabular import Quarantined, write_quarantine
 
-VERDICTS = ("correct", "incorrect", "no_answer", "no_gold")
+VERDICTS = ("correct", "wrong_step", "incorrect", "no_answer", "no_gold")
 
 OUTPUT_SCHEMA = pa.schema([
     pa.field("row", pa.int64()),  # line of a JSON-lines file, row number (from 1) of a Parquet file
@@ -40,7 +45,10 @@ OUTPUT_SCHEMA = pa.schema([
     pa.field("answer_type", pa.string()),
     pa.field("gold_answer", pa.string()),  # canonical
     pa.field("answer", pa.string()),  # extracted from the solution, canonical
-    pa.field("correct", pa.bool_()),
+    pa.field("correct", pa.bool_()),  # the final answer matches the gold answer
+    pa.field("steps_checked", pa.int32()),  # arithmetic claims and traced values checked (null: not checked)
+    pa.field("step_errors", pa.int32()),
+    pa.field("first_step_error", pa.string()),  # the first wrong step, as written
     pa.field("verdict", pa.string()),
 ])
 
@@ -56,6 +64,7 @@ class VerifySummary:
     extracted: int = 0
     with_gold: int = 0
     correct: int = 0
+    wrong_step: int = 0  # correct final answer, wrong step
     quarantined: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, int] = field(default_factory=dict)
@@ -101,7 +110,7 @@ def _options_from(value: Any) -> tuple[Choice, ...] | None:
     return None
 
 
-def verify_record(obj: dict, fields: Fields, answer_type: str = "auto") -> dict | str:
+def verify_record(obj: dict, fields: Fields, answer_type: str = "auto", check_steps: bool = True) -> dict | str:
     """The output row for one record, or the reason it is malformed."""
     solution = obj.get(fields.solution)
     if not isinstance(solution, str):
@@ -132,10 +141,14 @@ def verify_record(obj: dict, fields: Fields, answer_type: str = "auto") -> dict 
             " among the options" if atype == "option" else "")
     answer = extract_answer(solution, atype, options)
     correct = answers_match(answer, gold, answer_type=atype) if gold is not None else None
+    report = steps.check_steps(solution, question) if check_steps else None
     verdict = ("no_gold" if gold is None else "no_answer" if answer is None else
-               "correct" if correct else "incorrect")
+               ("wrong_step" if report is not None and report.step_errors else "correct") if correct else "incorrect")
     return {"question": question, "solution": solution, "gold": None if gold_raw is None else str(gold_raw),
-            "answer_type": atype, "gold_answer": gold, "answer": answer, "correct": correct, "verdict": verdict}
+            "answer_type": atype, "gold_answer": gold, "answer": answer, "correct": correct,
+            "steps_checked": report.steps_checked if report is not None else None,
+            "step_errors": report.step_errors if report is not None else None,
+            "first_step_error": report.first_step_error if report is not None else None, "verdict": verdict}
 
 
 def default_output(path: Path) -> Path:
@@ -147,7 +160,8 @@ def quarantine_path_for(out: Path) -> Path:
 
 
 def verify_file(path: str | Path, out: str | Path | None = None, fields: Fields = Fields(),
-                answer_type: str = "auto", quarantine: str | Path | None = None) -> VerifySummary:
+                answer_type: str = "auto", quarantine: str | Path | None = None,
+                check_steps: bool = True) -> VerifySummary:
     """Check every record of ``path``; write the rows to ``out`` (``.parquet`` or ``.jsonl``)
     and any malformed records to ``quarantine`` (default: beside ``out``)."""
     src = Path(path)
@@ -181,7 +195,7 @@ def verify_file(path: str | Path, out: str | Path | None = None, fields: Fields 
             bad.append(Quarantined(str(src), num, error or "unreadable", raw[:2000]))
             continue
         keys_seen.update(obj)
-        result = verify_record(obj, fields, answer_type)
+        result = verify_record(obj, fields, answer_type, check_steps)
         if isinstance(result, str):
             bad.append(Quarantined(str(src), num, result, (raw or json.dumps(obj, default=str))[:2000]))
             continue
@@ -194,6 +208,7 @@ def verify_file(path: str | Path, out: str | Path | None = None, fields: Fields 
     summary.extracted = sum(1 for r in rows if r["answer"] is not None)
     summary.with_gold = sum(1 for r in rows if r["gold_answer"] is not None)
     summary.correct = sum(1 for r in rows if r["correct"])
+    summary.wrong_step = sum(1 for r in rows if r["verdict"] == "wrong_step")
     summary.quarantined = len(bad)
     summary.by_type = dict(Counter(r["answer_type"] for r in rows))
     summary.verdicts = {v: n for v in VERDICTS if (n := sum(1 for r in rows if r["verdict"] == v))}
