@@ -168,6 +168,9 @@ def label(
                                                                  "[default: classifiers/rubrics/educational_value.md]"),
     max_chars: int = typer.Option(4000, "--max-chars", min=100, help="Characters of each row shown to the teacher"),
     max_tokens: int = typer.Option(300, "--max-tokens", min=16, help="Tokens of each rating reply"),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0,
+                                      help="Sampling temperature of the ratings [0: greedy]; above 0 with "
+                                           "another --seed re-rates the same rows for a test-retest check"),
     config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `teacher` section names the "
                                                                  "teacher [default: the embedded local teacher]"),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (overrides the config)"),
@@ -229,8 +232,8 @@ def label(
         client = TeacherClient(teacher_cfg, cache, base_url=url)
         try:
             with progress_bar("rubric ratings", len(texts), status=client.stats.summary) as advance:
-                return await rate_texts(client, texts, prompt, max_chars=max_chars, max_tokens=max_tokens, seed=seed,
-                                        on_done=advance), client.stats
+                return await rate_texts(client, texts, prompt, max_chars=max_chars, max_tokens=max_tokens,
+                                        temperature=temperature, seed=seed, on_done=advance), client.stats
         finally:
             await client.aclose()
             cache.close()
