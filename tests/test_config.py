@@ -30,12 +30,13 @@ def test_quickstart_loads():
     cfg = load_config(QUICKSTART)
     assert cfg.name == "quickstart"
     assert cfg.teacher.provider == "local"
-    assert cfg.cot.samples_per_question == 6 and cfg.cot.max_questions == 24 and cfg.cot.keep == "verified"
+    assert cfg.cot.samples_per_question == 4 and cfg.cot.max_questions == 40 and cfg.cot.keep == "verified"
+    assert cfg.cot.check_steps and cfg.textbooks.gates.enabled  # the quality gates are on
     assert len(cfg.textbooks.topics) == 6 and "photosynthesis" in cfg.textbooks.topics
     assert cfg.export.formats == ["jsonl", "parquet"]
-    seeds = cfg.resolve_path(cfg.cot.seeds)
-    assert seeds == (REPO / "seeds" / "gsm8k_sample.jsonl").resolve()
-    assert seeds.exists()
+    seeds = [cfg.resolve_path(s) for s in cfg.cot.seed_paths()]
+    assert seeds == [(REPO / "seeds" / n).resolve() for n in ("arithmetic_sample.jsonl", "gsm8k_sample.jsonl")]
+    assert all(s.exists() for s in seeds)
 
 
 def test_empty_file_gives_defaults(tmp_path):
