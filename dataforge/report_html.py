@@ -298,8 +298,15 @@ def _funnel(stages_rows: list[dict]) -> str:
 
 def _drop_reasons(con: duckdb.DuckDBPyConnection) -> str:
     # reasons carry ids and numbers (the id a near-duplicate kept, a judge's score): fold them to '#'
+    # the generation gates' reasons carry an excerpt of the text: group them by gate (gate_drops)
     rows = _rows(con, r"""
-        SELECT drop_stage, regexp_replace(drop_reason, '[0-9a-f]{8,}|[0-9]+(\.[0-9]+)?', '#', 'g') AS reason,
+        SELECT drop_stage,
+               CASE WHEN split_part(drop_reason, ':', 1) IN ('noncompliant', 'wrong_step', 'unsupported_answer',
+                                                             'off_topic', 'reading_grade')
+                    THEN CASE WHEN split_part(drop_reason, ':', 1) = 'noncompliant'
+                              THEN 'noncompliant:' || split_part(drop_reason, ':', 2)
+                              ELSE split_part(drop_reason, ':', 1) END
+                    ELSE regexp_replace(drop_reason, '[0-9a-f]{8,}|[0-9]+(\.[0-9]+)?', '#', 'g') END AS reason,
                count(*) AS rows
         FROM rejected_rows GROUP BY ALL ORDER BY drop_stage, rows DESC""")
     if not rows:
@@ -311,7 +318,8 @@ def _drop_reasons(con: duckdb.DuckDBPyConnection) -> str:
         chart = hbar_chart(f"drop_reasons_{stage}", [r["reason"] or "(none)" for r in rs],
                            [("rows", PALETTE[i % len(PALETTE)], [r["rows"] for r in rs])], f"drop reasons of {stage}")
         cards.append(f'<div class="card"><h3>{_e(stage)}</h3>{chart}</div>')
-    return _section("Drop reasons", "Why rows were dropped, per stage (ids and numbers in a reason folded to #).",
+    return _section("Drop reasons", "Why rows were dropped, per stage (ids and numbers in a reason folded to #, "
+                    "the excerpt of a gate's reason left out).",
                     f'<div class="grid">{"".join(cards)}</div>', "drops")
 
 
