@@ -302,7 +302,7 @@ def _drop_reasons(con: duckdb.DuckDBPyConnection) -> str:
     rows = _rows(con, r"""
         SELECT drop_stage,
                CASE WHEN split_part(drop_reason, ':', 1) IN ('noncompliant', 'wrong_step', 'unsupported_answer',
-                                                             'off_topic', 'reading_grade')
+                                                             'unsupported_quantity', 'off_topic', 'reading_grade')
                     THEN CASE WHEN split_part(drop_reason, ':', 1) = 'noncompliant'
                               THEN 'noncompliant:' || split_part(drop_reason, ':', 2)
                               ELSE split_part(drop_reason, ':', 1) END

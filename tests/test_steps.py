@@ -408,3 +408,32 @@ def test_answer_support_on_gsm8k_train_gold(shared_data):
             flagged[i] = why
     assert len(flagged) <= 0.02 * 7473, len(flagged)
     assert flagged.get(357) == "unsupported_answer:66"
+
+
+from dataforge.generate.steps import unsupported_quantity  # noqa: E402
+
+
+def test_unsupported_quantity_catches_a_misstated_count():
+    q = "Each ticket costs $7. How much do 4 tickets cost?"
+    # a real reply of the embedded teacher (quickstart export before this check): right answer, false sentence
+    assert unsupported_quantity("There are 4 tickets.\nThe total cost of 10 tickets is 4 * 7 = $28\n"
+                                "The answer is 28.", q) == "10 tickets"
+    assert unsupported_quantity("Each ticket costs $7.\nThe total cost is 4 * $7 = $28.\nThe answer is 28.", q) is None
+    # counts the rationale computes, words of the question, pairs of its numbers, unit constants
+    q2 = "Jennifer has 10 pears and 20 oranges. She buys four more pears. How many fruits does she have?"
+    assert unsupported_quantity("She has 10 + 4 = 14 pears.\n14 pears and 20 oranges make 34 fruits.\n"
+                                "The answer is 34.", q2) is None
+    assert unsupported_quantity("She has 17 pears.\nThe answer is 34.", q2) == "17 pears"
+    q3 = "A course lasts 18 weeks. How many days is that?"
+    assert unsupported_quantity("There are 7 days in a week, so 18 * 7 = 126 days.\nThe answer is 126.", q3) is None
+
+
+@pytest.mark.shared_data
+def test_unsupported_quantity_on_gsm8k_train_gold(shared_data):
+    src = shared_data / "gsm8k" / "train.jsonl"
+    if not src.exists():
+        pytest.skip(f"{src} is absent")
+    flagged = [i for i, line in enumerate(src.read_text().splitlines(), 1)
+               if unsupported_quantity(json.loads(line)["answer"], json.loads(line)["question"])]
+    assert len(flagged) <= 0.01 * 7473, len(flagged)  # seen: 41, some of them real gold slips
+    assert 2495 in flagged  # "Sydney has 915 rocks because 837 + 0 + 4 + 64 = 905"

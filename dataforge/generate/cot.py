@@ -316,13 +316,17 @@ def wrong_step_reason(row: dict) -> str | None:
     """``wrong_step:<the first wrong step as written>`` when step verification found an error;
     for a prose rationale with a numeric answer, ``no_calculation`` or
     ``unsupported_answer:<answer>`` when it does not show where its answer comes from
-    (:func:`dataforge.generate.steps.answer_support`)."""
+    (:func:`dataforge.generate.steps.answer_support`), ``unsupported_quantity:<N noun>`` when
+    it misstates a count of the question (:func:`dataforge.generate.steps.unsupported_quantity`)."""
     if row.get("step_errors"):
         excerpt = " ".join(str(row.get("first_step_error") or "").split())
         return f"wrong_step:{excerpt[:80]}"
     if row.get("method") == "cot" and row.get("steps_checked") is not None:
-        return steps.answer_support(row.get("rationale") or "", row.get("answer"), row.get("question"),
-                                    row.get("steps_checked"))
+        why = steps.answer_support(row.get("rationale") or "", row.get("answer"), row.get("question"),
+                                   row.get("steps_checked"))
+        if why is None and (qty := steps.unsupported_quantity(row.get("rationale") or "", row.get("question"))):
+            why = f"unsupported_quantity:{qty}"
+        return why
     return None
 
 
