@@ -371,3 +371,18 @@ def test_apply_gates_switches():
                 "systematically underrepresented marginalised communities.", audience="pilots")
     kept, dropped = apply_textbook_gates([hard], TextbookGatesConfig(topic=False), None)
     assert kept and kept[0]["gen_reading_grade"] > 20
+
+
+def test_placeholder_left_unfilled_anywhere_is_caught_and_code_is_not():
+    # a real opening of the embedded teacher's corpus section (issue 11)
+    assert compliance("The city of [city_name] has grown exponentially over the past century, transforming "
+                      "into a major centre of trade.", "stop")[0] == "placeholder"
+    assert compliance("Rivers carry water to the sea. " * 20 + "Best wishes, [Your Name]", "stop")[0] == "placeholder"
+    assert compliance("Plants need light to grow. <insert example here> Then they store sugar.", "stop")[0] == \
+        "placeholder"
+    # indexing in code, citations and bracketed asides are not slots
+    for clean in ("To read the largest value, write `scores[max_index]` and print it. Arrays start at zero.",
+                  "Each cell a[i][j] holds the sum of its row and column. The table grows one row at a time.",
+                  "Water boils at 100 degrees Celsius at sea level [1]. At altitude it boils lower.",
+                  "The word photosynthesis [from Greek: light + putting together] names the process."):
+        assert compliance(clean, "stop") is None, clean

@@ -35,7 +35,7 @@ __all__ = ["DEFAULT_GRADE_BANDS", "DEFAULT_MIN_TOPIC_SIMILARITY", "GATE_COLUMNS"
            "apply_textbook_gates", "compliance", "content_words", "plan_text", "reading_grade", "resolve_embedding",
            "syllables", "text_counts", "topic_similarity"]
 
-REASONS = ("stock_opener", "greeting", "meta_talk", "refusal", "ai_disclaimer", "heading", "truncated")
+REASONS = ("stock_opener", "greeting", "meta_talk", "refusal", "ai_disclaimer", "heading", "placeholder", "truncated")
 GATE_COLUMNS = ("gen_compliance", "gen_topic_similarity", "gen_reading_grade")
 EXCERPT_CHARS = 60
 
@@ -60,7 +60,7 @@ def _compiled() -> dict[str, Any]:
                            "head_chars": int(data.get("head_chars", 400)), "rules": []}
     for reason in REASONS:
         spec = data.get(reason) or {}
-        for where in ("start", "sentence", "anywhere", "first_line"):
+        for where in ("start", "sentence", "anywhere", "first_line", "text"):
             for pat in spec.get(where) or []:
                 try:
                     rx = re.compile(pat, re.I)
@@ -123,7 +123,8 @@ def compliance(text: str, finish_reason: str | None, *, heading_forbidden: bool 
     at the start of one of its first sentences, or anywhere in them — see the file), then
     ``heading`` (the first line is a markdown heading, a bold line, "Title: ...", or a short
     Title-Case or one-word line standing before the text; skipped when ``heading_forbidden`` is
-    False), then ``truncated`` (``finish_reason == "length"``: the reply hit the token limit;
+    False), then ``placeholder`` (an unfilled template slot such as ``[city_name]`` anywhere in
+    the reply), then ``truncated`` (``finish_reason == "length"``: the reply hit the token limit;
     whether it was retried first is the caller's business). The excerpt (at most 60
     characters) is the text from where the pattern matched; for ``truncated``, the reply's end.
     """
@@ -170,6 +171,13 @@ def compliance(text: str, finish_reason: str | None, *, heading_forbidden: bool 
         if any(rx.match(first) for r, w, rx in c["rules"] if r == "heading") \
                 or _looks_like_title(line, followed, c["small_words"]):
             return "heading", _excerpt(line)
+    whole = None
+    for reason, where, rx in c["rules"]:
+        if where == "text":  # searched in the whole reply (placeholder)
+            whole = whole if whole is not None else " ".join(text.split())
+            m = rx.search(whole.lower())
+            if m:
+                return reason, _excerpt(whole[max(0, m.start() - 20):])
     if finish_reason == "length":
         return "truncated", _excerpt("…" + " ".join(text.split())[-(EXCERPT_CHARS - 1):])
     return None
