@@ -112,7 +112,8 @@ UNIT_CONSTANTS: tuple[tuple[str, tuple[int, ...]], ...] = (
     (r"centur(?:y|ies)", (100,)), (r"decades?", (10,)), (r"score", (20,)), (r"gross", (144,)),
     (r"thousands?|k|kilo\w*|kw|kwh", (1000,)), (r"millions?", (10 ** 6,)),
     (r"fingers?|toes?|(?:finger|toe)?nails?", (5, 10, 20)),
-    (r"states", (50,)), (r"decks?|cards", (52,)), (r"alphabet", (26,)))
+    (r"states", (50,)), (r"decks?|cards", (52,)), (r"alphabet", (26,)),
+    (r"kmph|kmh|mps", (18, 5, 3600, 1000)))  # km/h <-> m/s: x 5/18, x 18/5
 _MONTHS_RE = re.compile(r"\b(?:January|February|March|April|May|June|July|August|September|October|November|"
                         r"December)\b")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -1399,6 +1400,8 @@ class _Checker:
                 continue  # "4/7 is equal to $24": the share and the amount it stands for
             if _range(toks, a) or _range(toks, b):
                 continue  # "Weeks 1-2 = 96 - 70"
+            if _ratio(toks, a) and _ratio(toks, b):
+                continue  # "1/7:1/7:1/14 = 2:2:1": ratios on both sides, not arithmetic on their end terms
             if _of_restates(a, b):
                 continue  # "3/3 - 2/3 = 1/3 of $150"
             if sentence is None:
@@ -1501,6 +1504,12 @@ _RANGE_WORDS = {"week", "weeks", "day", "days", "page", "pages", "chapter", "cha
                 "ages",
                 "level", "levels", "round", "rounds", "game", "games", "year", "years", "month", "months", "between",
                 "from", "episodes", "lessons", "questions", "problems", "rows", "floors", "items"}
+
+
+def _ratio(toks: list[_Tok], side: _Side) -> bool:
+    """A side that is one term of a ratio ``a:b:c``: a colon token right before or right after it."""
+    near = toks[max(0, side.start - 1):side.end + 2]  # the side and the token on either side of it
+    return any(t.kind == "punct" and t.text == ":" for t in near)
 
 
 def _range(toks: list[_Tok], side: _Side) -> bool:
