@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from dataforge.curate.classifier import auc_ci95, card_markdown, roc_auc
+from dataforge.curate.classifier import auc_ci95, average_ranks, card_markdown, roc_auc
 from dataforge.curate.quality import file_sha256
 
 REFERENCE = ["Wikipedia (en)", "PubMed Abstracts", "PubMed Central", "USPTO Backgrounds"]  # web_quality label 1
@@ -88,14 +88,8 @@ def build_pool(pile: Path, textbook_glob: str, out: Path, seed: int, retest_rows
 
 # --- agreement statistics --------------------------------------------------------------------
 
-def ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties averaged."""
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2.0)[inv]
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    ra, rb = ranks(a), ranks(b)
+    ra, rb = average_ranks(a), average_ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return None  # a constant rater: no rank correlation is defined
     return float(np.corrcoef(ra, rb)[0, 1])

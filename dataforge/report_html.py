@@ -303,9 +303,7 @@ def _drop_reasons(con: duckdb.DuckDBPyConnection) -> str:
         SELECT drop_stage,
                CASE WHEN split_part(drop_reason, ':', 1) IN ('noncompliant', 'wrong_step', 'unsupported_answer',
                                                              'unsupported_quantity', 'off_topic', 'reading_grade')
-                    THEN CASE WHEN split_part(drop_reason, ':', 1) = 'noncompliant'
-                              THEN 'noncompliant:' || split_part(drop_reason, ':', 2)
-                              ELSE split_part(drop_reason, ':', 1) END
+                    THEN reason_key(drop_reason)
                     ELSE regexp_replace(drop_reason, '[0-9a-f]{8,}|[0-9]+(\.[0-9]+)?', '#', 'g') END AS reason,
                count(*) AS rows
         FROM rejected_rows GROUP BY ALL ORDER BY drop_stage, rows DESC""")

@@ -240,7 +240,7 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, ac
     covers = {(u.subject, u.topic, u.subtopic): u.covers for u in sources.units if isinstance(u, TopicUnit)}
     rows, gated = apply_textbook_gates(rows, cfg.textbooks.gates, covers)
     dropped = failures + empty + gated
-    gate_counts = _gate_counts(gated)
+    gate_counts = _gate_counts(gated)  # before _drop_table, which takes drop_reason off the rows
     kept_e, rej_e = io.write_shard(0, samples_to_table(rows), _drop_table(dropped, "textbooks"))
     extra = {**summary, "gates": gate_counts,
              "quarantined_passages": len(sources.quarantined),

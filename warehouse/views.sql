@@ -164,19 +164,21 @@ GROUP BY 1
 ORDER BY rows DESC, opener;
 
 -- ---- quality gates: what each stage dropped, per reason, with one example -----------------
--- `reason` is the drop reason without its details: `wrong_step:<excerpt>` -> wrong_step,
+-- `reason` (the macro reason_key) is the drop reason without its details: `wrong_step:<excerpt>` -> wrong_step,
 -- `noncompliant:meta_talk:<excerpt>` -> noncompliant:meta_talk, `gopher_quality:min_doc_words`
 -- stays, `judge:score_2<4.5` -> judge. The example is the row with the smallest id: its id, its
 -- full drop reason, and the start of its text (for a CoT sample: the question and rationale).
+CREATE OR REPLACE MACRO reason_key(r) AS
+    CASE WHEN regexp_full_match(split_part(coalesce(r, ''), ':', 2), '[a-z][a-z_]*')
+         THEN regexp_extract(coalesce(r, ''), '^[A-Za-z_]+') || ':' || split_part(r, ':', 2)
+         ELSE regexp_extract(coalesce(r, ''), '^[A-Za-z_]+') END;
+
 CREATE OR REPLACE VIEW gate_drops AS
 WITH r AS (
-    SELECT drop_stage, drop_reason, id, kind, text,
-           regexp_extract(coalesce(drop_reason, ''), '^[A-Za-z_]+') AS c1,
-           split_part(coalesce(drop_reason, ''), ':', 2) AS c2
-    FROM rejected_rows
+    SELECT drop_stage, drop_reason, id, kind, text FROM rejected_rows
 )
 SELECT drop_stage AS stage,
-       CASE WHEN regexp_full_match(c2, '[a-z][a-z_]*') THEN c1 || ':' || c2 ELSE c1 END AS reason,
+       reason_key(drop_reason) AS reason,
        count(*) AS rows,
        arg_min(id, id) AS example_id,
        arg_min(kind, id) AS example_kind,

@@ -276,10 +276,10 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
             rationale = shown = reply
             answer = extract_answer(reply, s.answer_type, s.options)
         report = None
-        if cfg.check_steps:
-            report = (steps.check_steps(rationale, s.question) if method == "cot"
-                      else steps.check_program_steps(program, result.local_values, s.question)
-                      if program is not None else None)
+        if cfg.check_steps and method == "cot":
+            report = steps.check_steps(rationale, s.question)
+        elif cfg.check_steps and program is not None:
+            report = steps.check_program_steps(program, result.local_values, s.question)
         chat = [{"role": "user", "content": s.question}, {"role": "assistant", "content": shown}]
         if method == "cot" and prompt != "fewshot":
             chat.insert(0, messages[0])  # Orca: the student is trained with the system message
