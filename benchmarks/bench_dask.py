@@ -44,7 +44,7 @@ def build_template(root: Path, copies: int, shards: int):
     """A committed 'textbooks' stage of the Pile documents; returns (config path, run)."""
     import yaml
 
-    from dataforge import stages
+    from dataforge import runner
     from dataforge.config import load_config
     from dataforge.records import content_id, samples_to_table
     from dataforge.store import Run
@@ -61,11 +61,11 @@ def build_template(root: Path, copies: int, shards: int):
         "textbooks": {"topics": ["unused"]}, "dedup": {"enabled": False},
         "shard_rows": -(-len(rows) // shards)}))
     cfg = load_config(cfg_path)
-    run = stages.open_run(cfg, "template")
-    io = stages._generation_io(run, cfg, "textbooks")
+    run = runner.open_run(cfg, "template")
+    io = runner.generation_io(run, cfg, "textbooks")
     io.begin()
     table = samples_to_table(rows)
-    kept, rejected = io.write_shard(0, table, stages.rejected_schema(table.schema).empty_table())
+    kept, rejected = io.write_shard(0, table, runner.rejected_schema(table.schema).empty_table())
     io.commit(kept, rejected, table.schema)
     return cfg_path, Run(cfg.data_root, "template")
 
@@ -97,7 +97,7 @@ def main() -> int:
         print(f"skipped: {shared_pile()} is absent (set DATAFORGE_SHARED_DATA)")
         return 0
 
-    from dataforge import stages
+    from dataforge import runner
     from dataforge.config import load_config
     from flows.pipeline import pipeline
 
@@ -124,7 +124,7 @@ def main() -> int:
                 run = fresh_copy(template, f"{way}-{rep}")
                 t0 = time.perf_counter()
                 if way == "library":
-                    stages.run_sharded(run, cfg, "heuristics")
+                    runner.run_sharded(run, cfg, "heuristics")
                 else:
                     pipeline(str(configs[way]), run_id=run.run_id, stages=["heuristics"])
                 times[way].append(time.perf_counter() - t0)

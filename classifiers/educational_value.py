@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataforge.curate.classifier import auc_ci95, average_ranks, card_markdown, roc_auc
-from dataforge.curate.quality import file_sha256
+from dataforge.hashing import file_sha256
 
 REFERENCE = ["Wikipedia (en)", "PubMed Abstracts", "PubMed Central", "USPTO Backgrounds"]  # web_quality label 1
 WEB = ["Pile-CC", "OpenSubtitles", "HackerNews"]  # web_quality label 0

@@ -26,10 +26,8 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-import typer
 
 from dataforge.config import SlmConfig
 
@@ -191,7 +189,7 @@ def run_ablation(pool: list[str], selection: list[str], heldout: dict[str, list[
 
 # --- the report ----------------------------------------------------------------------------
 
-def _fmt_mult(t: dict) -> str:
+def format_multiplier(t: dict) -> str:
     if t["below_floor"]:
         return "∞ (below the fitted floor E)"
     note = " (extrapolated beyond the fitted budgets)" if t["extrapolated"] else ""
@@ -203,7 +201,7 @@ def write_report(report: dict, out: Path) -> None:
     plot_curves(report, out / "loss_curves.png")
     lines = ["# Ablation: selection vs random data", ""]
     for name, t in report["targets"].items():
-        lines.append(f"**Effective data multiplier on `{name}`: {_fmt_mult(t)}** — the selection's "
+        lines.append(f"**Effective data multiplier on `{name}`: {format_multiplier(t)}** — the selection's "
                      f"{report['token_budget']:,} tokens reach the held-out loss ({t['selection_loss']:.4f}) that "
                      f"random pool data needs {t['effective_tokens']:,.0f} tokens for, by the fitted curve "
                      f"L(D) = {t['fit']['E']:.4f} + {t['fit']['B']:.4g} / D^{t['fit']['beta']:.3f} "
@@ -263,80 +261,8 @@ def plot_curves(report: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("training tokens D")
         ax.set_ylabel(f"held-out loss ({name})")
-        ax.set_title(f"{name}: multiplier {_fmt_mult(t)}")
+        ax.set_title(f"{name}: multiplier {format_multiplier(t)}")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-# --- the command ---------------------------------------------------------------------------
-
-def ablate_command(
-    pool: Path = typer.Argument(..., help="The candidate pool: .jsonl or .parquet"),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: report.md, report.json, loss_curves.png, models/"),
-    heldout: list[Path] = typer.Option(..., "--heldout", help="Target held-out set(s), .jsonl/.parquet (repeatable)"),
-    text_column: str = typer.Option("text", "--text-column", help="Text column of the pool (and of --selected)"),
-    heldout_column: Optional[str] = typer.Option(None, "--heldout-column", help="Text column of --heldout [default: --text-column]"),
-    selected: Optional[Path] = typer.Option(None, "--selected", help="The selection (e.g. a stage's kept.parquet)"),
-    target: Optional[Path] = typer.Option(None, "--target", help="Target text: select from the pool with CoLoR-Filter first"),
-    target_column: Optional[str] = typer.Option(None, "--target-column", help="Text column of --target [default: --text-column]"),
-    tau: Optional[float] = typer.Option(None, "--tau", help="CoLoR keeps the top 1/tau [default: color.tau]"),
-    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML: its slm (and color) sections"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="tiny | small (5M) | medium (20M) | base (125M)"),
-    tokens: Optional[int] = typer.Option(None, "--tokens", help="Equal token budget D [default: one pass over the selection]"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Equal budget as optimizer steps"),
-    budgets: str = typer.Option("0.5,1,2,4", "--budgets", help="Random-data budgets as multiples of D (>= 3, with 1)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling, init and batch order"),
-) -> None:
-    """Train reference models on the selection, a random subset of the same size and the whole
-    pool at an equal token budget (each arm reads as many of its rows as the budget needs); report held-out losses and the selection's effective data
-    multiplier (random tokens its loss is worth, from a fit of E + B/D^beta over random-data
-    runs at several budgets), with a table and a loss-curve plot.
-
-    Give the selection with --selected, or a --target to select with CoLoR-Filter first. Example:
-    dataforge ablate pool.jsonl --target gsm8k_train.jsonl --heldout gsm8k_test.jsonl --heldout-column answer --tau 4 --out ablation/
-    """
-    from dataforge.cli import _fail
-    from dataforge.config import ConfigError, PipelineConfig, load_config
-    from dataforge.slm.cli import _texts, slm_config
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
-
-    if (selected is None) == (target is None):
-        _fail("give exactly one of --selected (a selection to test) or --target (select with CoLoR-Filter)")
-    try:
-        mults = tuple(float(x) for x in budgets.split(",") if x.strip())
-    except ValueError:
-        _fail(f"--budgets: expected comma-separated numbers, got {budgets!r}")
-    cfg = slm_config(config, preset=preset, max_tokens=tokens, max_steps=steps, seed=seed)
-    try:
-        pipeline = load_config(config) if config else PipelineConfig()
-        pool_table, quarantined = read_text_table(pool, text_column)
-    except (ConfigError, InputError) as e:
-        _fail(str(e))
-    held = {p.stem: _texts(p, heldout_column or text_column) for p in heldout}
-    pool_texts = [t for t in pool_table.column("text").to_pylist() if t]
-    if selected is not None:
-        sel_texts = _texts(selected, text_column)
-    else:
-        from dataforge.select.color import apply_color
-
-        color = pipeline.color.model_copy(update={"target": str(target), "target_column": target_column or text_column,
-                                                  **({"tau": tau} if tau else {}),
-                                                  **({"preset": preset} if preset else {})})
-        try:
-            kept, rejected = apply_color(pool_table, color, cfg, cfg.seed)
-        except (InputError, ValueError) as e:
-            _fail(str(e))
-        write_kept_rejected(out / "color", kept, rejected, quarantined, text_column)
-        sel_texts = [t for t in kept.column("text").to_pylist() if t]
-        typer.echo(f"CoLoR-Filter kept {kept.num_rows:,} of {pool_table.num_rows:,} rows (tau {color.tau:g}) "
-                   f"-> {out / 'color'}")
-    try:
-        report = run_ablation(pool_texts, sel_texts, held, cfg, out, budgets=mults)
-    except ValueError as e:
-        _fail(str(e))
-    for name, t in report["targets"].items():
-        typer.echo(f"{name}: selection loss {t['selection_loss']:.4f}, random subset {t['random_subset_loss']:.4f}, "
-                   f"whole pool {t['whole_pool_loss']:.4f} at {report['token_budget']:,} tokens; effective data "
-                   f"multiplier {_fmt_mult(t)} -> {out / 'report.md'}")

@@ -18,8 +18,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dataforge.errors import DataforgeError
 
-class ConfigError(ValueError):
+
+class ConfigError(DataforgeError, ValueError):
     """A configuration problem a user can fix: the message names the file and the field."""
 
 
@@ -788,7 +790,9 @@ class ExportConfig(_Model):
         return v
 
 
-class PipelineConfig(_Model):
+class PipelineBase(_Model):
+    """The sections every pipeline has; :data:`PipelineConfig` adds one per registered stage."""
+
     name: str = "pipeline"
     data_root: str = "dataforge-data"
     """Where runs, the request cache and exports live (dataforge/store.py): a local path, a
@@ -806,16 +810,9 @@ class PipelineConfig(_Model):
     seed: int = 1234
     shard_rows: int = Field(1000, ge=1)
     teacher: TeacherConfig = TeacherConfig()
-    textbooks: TextbookConfig = TextbookConfig()
-    cot: CotConfig = CotConfig()
-    heuristics: HeuristicsConfig = HeuristicsConfig()
-    quality: QualityConfig = QualityConfig()
-    dedup: DedupConfig = DedupConfig()
-    decontam: DecontamConfig = DecontamConfig()
-    judge: JudgeConfig = JudgeConfig()
-    color: ColorConfig = ColorConfig()
+    # one section per registered stage (textbooks, cot, heuristics, ...) is added by
+    # _pipeline_config() from the stage registry, in chain order
     slm: SlmConfig = SlmConfig()
-    diversity: DiversityConfig = DiversityConfig()
     export: ExportConfig = ExportConfig()
     runner: RunnerConfig = RunnerConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
@@ -876,31 +873,82 @@ class PipelineConfig(_Model):
                 "base_url": self.teacher.resolved_base_url()}
 
 
-def _format_validation_error(path: str, err: ValidationError) -> str:
+def format_validation_error(err: ValidationError, where: str = "", prefix: str = "", as_flags: bool = False
+                            ) -> list[str]:
+    """One line per error of ``err``: ``<where>: <prefix.field.path>: <message>`` — the one
+    formatter every config section, flag set and input check uses. ``as_flags`` names the
+    command-line flag instead (``--validation-fraction``)."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts = [str(p) for p in e["loc"]]
+        if as_flags and parts:
+            parts[0] = "--" + parts[0].replace("_", "-")
+        loc = ".".join([*([prefix] if prefix and not as_flags else []), *parts]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
-        lines.append(f"{path}: {loc}: {msg}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+        lines.append(f"{where}: {loc}: {msg}" if where else f"{loc}: {msg}")
+    return lines
 
 
-def parse_config(data: Any, source: str = "<config>") -> PipelineConfig:
+def validate_section(model: type[BaseModel], data: Any, name: str, as_flags: bool = False) -> Any:
+    """``model`` validated from ``data``; a ConfigError naming each bad field (``name.field``, or
+    the flag with ``as_flags``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        lines = format_validation_error(err, prefix=name, as_flags=as_flags)
+        raise ConfigError(f"invalid {name} settings: " + "; ".join(lines)) from None
+
+
+_BUILT: list[type] = []
+_BUILDING = False
+
+
+def _pipeline_config() -> type:
+    """The pipeline config model: :class:`PipelineBase` plus one section per registered stage
+    (its ``config_model``, default: the model's defaults), built once, on first use."""
+    global _BUILDING
+    if _BUILT:
+        return _BUILT[0]
+    if _BUILDING:
+        raise ImportError("dataforge.config.PipelineConfig was used while the stages were being registered: a "
+                          "stage module must import it only under TYPE_CHECKING")
+    _BUILDING = True
+    try:
+        from pydantic import create_model
+
+        from dataforge.stages.registry import all_stages
+
+        fields = {s.name: (s.config_model, Field(default_factory=s.config_model)) for s in all_stages()}
+        model = create_model("PipelineConfig", __base__=PipelineBase, __module__=__name__, **fields)
+        model.__doc__ = "A pipeline's configuration: the common sections and one per registered stage."
+        _BUILT.append(model)
+        return model
+    finally:
+        _BUILDING = False
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PipelineConfig":
+        return _pipeline_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def parse_config(data: Any, source: str = "<config>") -> PipelineBase:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
     try:
-        cfg = PipelineConfig.model_validate(data)
+        cfg = _pipeline_config().model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(source, err)) from None
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(format_validation_error(err, source))) from None
     cfg.source_path = source if source != "<config>" else None
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> PipelineConfig:
+def load_config(path: str | os.PathLike) -> PipelineBase:
     """Read and validate a pipeline YAML; every error names the file (and line or field)."""
     p = Path(path)
     if not p.exists():

@@ -55,9 +55,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from dataforge.errors import DataforgeError
+from dataforge.hashing import file_sha256
 from dataforge.progress import progress_bar
 from dataforge.records import MESSAGE_TYPE, render_messages
-from dataforge.store import TMP_PREFIX, FileEntry, Run, sha256_file, write_manifest
+from dataforge.store import TMP_PREFIX, FileEntry, Run, write_manifest
 
 PROVENANCE = ["id", "kind", "topic", "audience", "style", "teacher_model", "template", "seed_id",
               "question", "answer", "gold_answer", "votes", "agreement", "run_id"]
@@ -71,7 +73,7 @@ DEFAULT_SALT = "dataforge-split-v1"
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
 
 
-class ExportError(ValueError):
+class ExportError(DataforgeError, ValueError):
     """An export that cannot be made as asked (unknown layout or format, bad fraction)."""
 
 
@@ -298,14 +300,15 @@ def write_jsonl_reference(path: Path, table: pa.Table) -> None:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in table.to_pylist())
 
 
-def _write(tmp: Path, rel: str, fmt: str, layout: str, table: pa.Table, engine: str) -> FileEntry:
+def write_file(tmp: Path, rel: str, fmt: str, layout: str, table: pa.Table, engine: str) -> FileEntry:
+    """One export file ``tmp/rel`` (JSONL or Parquet) and its manifest entry (tests inject a full disk here)."""
     p = tmp / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         (write_jsonl if engine == "arrow" else write_jsonl_reference)(p, table.select(jsonl_columns(layout)))
     else:
         pq.write_table(table, p, compression="zstd")
-    return FileEntry(rel, table.num_rows, p.stat().st_size, sha256_file(p))
+    return FileEntry(rel, table.num_rows, p.stat().st_size, file_sha256(p))
 
 
 def _tmp_name(out_dir: Path, old: bool = False) -> Path:
@@ -338,7 +341,7 @@ def _write_layouts(tmp: Path, table: pa.Table, messages: pa.ListArray | None, ki
             if split == "validation" and part.num_rows == 0:
                 continue
             for fmt in formats:
-                entries.append(_write(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout, part, engine))
+                entries.append(write_file(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout, part, engine))
             # the Hub card points at the Parquet file when there is one
             fmt = "parquet" if "parquet" in formats else "jsonl"
             data_files.setdefault(layout, {})[split] = f"{layout_dir(layout)}{split}.{fmt}"

@@ -30,7 +30,7 @@ def _enabled() -> bool:
     return os.environ.get("DATAFORGE_PROGRESS", "1") != "0"
 
 
-class _StatusColumn(ProgressColumn):
+class StatusColumn(ProgressColumn):
     """Renders ``status()`` (e.g. the teacher's tokens and cost so far) at every refresh."""
 
     def __init__(self, status: StatusFn) -> None:
@@ -57,7 +57,7 @@ def progress_bar(description: str, total: int, status: StatusFn | None = None) -
         columns: list[ProgressColumn] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                          TimeElapsedColumn(), TimeRemainingColumn()]
         if status is not None:
-            columns.append(_StatusColumn(status))
+            columns.append(StatusColumn(status))
         with Progress(*columns, console=_console, transient=False) as p:
             task = p.add_task(description, total=total)
 

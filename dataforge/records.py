@@ -126,10 +126,6 @@ def samples_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
-def empty_samples() -> pa.Table:
-    return SAMPLE_SCHEMA.empty_table()
-
-
 def with_drop(table: pa.Table, stage: str, reasons: Sequence[str] | pa.Array) -> pa.Table:
     """Mark every row of ``table`` as dropped by ``stage`` with its reason."""
     n = table.num_rows

@@ -324,13 +324,14 @@ def _drop_reasons(con: duckdb.DuckDBPyConnection) -> str:
 def _gates(con: duckdb.DuckDBPyConnection) -> str:
     """What each gate dropped: per stage, the rows per reason and one example row of each reason
     (its full drop reason and the start of its text), so a reader can judge the gate itself."""
-    from dataforge.warehouse import STAGE_ORDER
+    from dataforge.stages.registry import stage_order
 
     rows = _rows(con, "SELECT * FROM gate_drops")
     if not rows:
         return _section("Quality gates", "No gate dropped a row.", "", "gates")
+    order = stage_order()
     stages = sorted(dict.fromkeys(r["stage"] for r in rows),
-                    key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+                    key=lambda s: order.index(s) if s in order else len(order))
     parts = []
     for stage in stages:
         body = "".join(
@@ -487,7 +488,8 @@ def _ablation(run: Run) -> str:
 
 def render_report(run: Run) -> str:
     """The run's report as one self-contained HTML page."""
-    from dataforge.warehouse import STAGE_ORDER, connect
+    from dataforge.stages.registry import stage_order
+    from dataforge.warehouse import connect
 
     rec = run.load_record()
     con = connect(run)
@@ -495,7 +497,7 @@ def render_report(run: Run) -> str:
         stages_rows = _rows(con, "SELECT * FROM funnel")
         final_rows = _rows(con, "SELECT count(*) AS n FROM final")
         teacher_html, totals = _teacher(run, con)
-        body = [_funnel(stages_rows), _drop_reasons(con), _gates(con), _scores(con, STAGE_ORDER), _coverage(con), teacher_html,
+        body = [_funnel(stages_rows), _drop_reasons(con), _gates(con), _scores(con, stage_order()), _coverage(con), teacher_html,
                 _ablation(run)]
     finally:
         con.close()

@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from dataforge.teacher.local import _pid_alive
+from dataforge.errors import DataforgeError
+from dataforge.teacher.local import pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PREFECT_FILE = REPO_ROOT / "prefect.yaml"
@@ -39,8 +40,8 @@ DEFAULT_PORT = 4200
 STATE_FILE = "service.json"
 
 
-class ServiceError(RuntimeError):
-    pass
+class ServiceError(DataforgeError, RuntimeError):
+    """The service cannot be started, asked or stopped (port taken, a process died, no state file)."""
 
 
 @dataclass
@@ -93,12 +94,12 @@ def _tail(path: str | None, chars: int = 3000) -> str:
 def _stop_group(pid: int, grace_s: float) -> bool:
     """SIGTERM the process group ``pid`` leads (we started it with its own session), then
     SIGKILL what is left after ``grace_s``. Returns whether it was running."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
@@ -218,15 +219,15 @@ class PrefectService:
         st = self.state()
         if st is None:
             return {"state": "stopped"}
-        serve_alive = st.serve_pid > 0 and _pid_alive(st.serve_pid)
-        server_alive = st.server_pid is None or _pid_alive(st.server_pid)
+        serve_alive = st.serve_pid > 0 and pid_alive(st.serve_pid)
+        server_alive = st.server_pid is None or pid_alive(st.server_pid)
         healthy = api_healthy(st.api_url)
         info = {"api_url": st.api_url, "ui_url": st.api_url.removesuffix("/api"), "serve_pid": st.serve_pid,
                 "server_pid": st.server_pid, "prefect_home": st.prefect_home, "deployments": st.deployments,
                 "serve_log": st.serve_log, "server_log": st.server_log}
         if serve_alive and server_alive and healthy:
             return {"state": "running", **info}
-        if not serve_alive and not (st.server_pid and _pid_alive(st.server_pid)):
+        if not serve_alive and not (st.server_pid and pid_alive(st.server_pid)):
             return {"state": "stopped", "stale_state_file": str(self.state_file)}
         return {"state": "degraded", "serve_alive": serve_alive, "server_alive": server_alive,
                 "api_healthy": healthy, **info}

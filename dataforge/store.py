@@ -49,25 +49,20 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dataforge.errors import DataforgeError
+from dataforge.hashing import file_sha256
+
 MANIFEST = "_manifest.json"
 RUN_RECORD = "run.json"
 TMP_PREFIX = ".tmp-"
 
 
-class StoreError(RuntimeError):
-    pass
+class StoreError(DataforgeError, RuntimeError):
+    """A run or stage output that cannot be used as asked (unknown run, no manifest, bad data root)."""
 
 
 class StageNotCommitted(StoreError):
     """A stage's output was asked for but the stage has no manifest (never ran, or crashed)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -219,7 +214,7 @@ class ShardWriter:
         with open(self._tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self._tmp, final)
-        self.entries.append(FileEntry(final.name, self._rows_in_shard, final.stat().st_size, sha256_file(final)))
+        self.entries.append(FileEntry(final.name, self._rows_in_shard, final.stat().st_size, file_sha256(final)))
         self._writer = None
         self._tmp = None
 

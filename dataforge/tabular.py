@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dataforge.errors import DataforgeError
+
 log = logging.getLogger("dataforge.tabular")
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -66,7 +68,7 @@ def decode_field_names(schema: pa.Schema) -> None:
         visit(f)
 
 
-class InputError(ValueError):
+class InputError(DataforgeError, ValueError):
     """A problem with a whole input file (missing, unreadable, unknown format, missing column)."""
 
 

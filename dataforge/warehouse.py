@@ -11,12 +11,11 @@ import duckdb
 import pyarrow as pa
 
 from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA
+from dataforge.stages.registry import final_among, stage_order
 from dataforge.store import MANIFEST, Run, read_manifest
 
 WAREHOUSE_DIR = Path(__file__).resolve().parents[1] / "warehouse"
 
-CURATION_ORDER = ["heuristics", "quality", "dedup", "decontam", "judge", "color", "diversity"]
-STAGE_ORDER = ["textbooks", "cot", *CURATION_ORDER, "export"]
 
 
 def committed_dirs(run: Run, rejected: bool) -> list[Path]:
@@ -57,9 +56,9 @@ def _register_rows(con: duckdb.DuckDBPyConnection, name: str, files: list[str], 
 def _stages_table(run: Run) -> pa.Table:
     rec = run.load_record()
     names = list(rec.stages)
-    names.sort(key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
-    curation = [s for s in names if s in CURATION_ORDER]
-    final = curation[-1] if curation else None
+    order = stage_order()
+    names.sort(key=lambda s: order.index(s) if s in order else len(order))
+    final = final_among(names)
     rows = []
     for i, s in enumerate(names):
         st = rec.stages[s]

@@ -1,15 +1,17 @@
-"""The dataforge pipeline as a Prefect flow: one task per stage, one per shard where a stage
-has several (heuristics, decontam); dedup signs each shard and groups each LSH band in its own
-task. Runs in-process on Prefect's temporary local API by default (set
-``PREFECT_API_URL`` to use a server; ``dataforge service start`` runs one with the deployments of
-``prefect.yaml``). Tasks run on threads or on Dask (``runner`` section, flows/runners.py), are
-retried (``orchestration`` section), share the teacher's rate limit with concurrent runs
-(flows/limits.py) and leave Prefect artifacts with the funnel and drop reasons (flows/artifacts.py).
-``stages`` runs a part of the pipeline (generation only, curation and export only, ...).
+"""The dataforge pipeline as a Prefect flow: one task per stage, one per shard for a stage the
+registry declares per-shard (heuristics, decontam, langid, pii); dedup signs each shard and groups
+each LSH band in its own task. The stages, their order and how each runs come from the registry
+(dataforge/stages/registry.py; ``dataforge stages`` lists them). Runs in-process on Prefect's
+temporary local API by default (set ``PREFECT_API_URL`` to use a server; ``dataforge service
+start`` runs one with the deployments of ``prefect.yaml``). Tasks run on threads or on Dask
+(``runner`` section, flows/runners.py), are retried (``orchestration`` section), share the
+teacher's rate limit with concurrent runs (flows/limits.py) and leave Prefect artifacts with the
+funnel and drop reasons (flows/artifacts.py). ``stages`` runs a part of the pipeline (generation
+only, curation and export only, ...).
 
     seeds ──► textbooks ─┐
-                         ├─► heuristics (per shard) ─► quality ─► dedup (per shard, per band) ─► decontam ─► export
-    seeds ──► cot ───────┘
+                         ├─► curation stages in registry order (each reads the kept rows of the
+    seeds ──► cot ───────┘   enabled stage before it) ─► export (the final stage's kept rows)
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from dataforge import stages  # noqa: E402
+from dataforge import runner  # noqa: E402
 from dataforge.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from dataforge.stages.registry import CURATION, GENERATION, get_stage, stage_names  # noqa: E402
 from dataforge.store import Run, StoreError, list_runs  # noqa: E402
 from dataforge.teacher.local import local_teacher  # noqa: E402
 from flows.artifacts import publish_run_artifacts  # noqa: E402
@@ -38,15 +41,11 @@ from flows.limits import TeacherSlot, ensure_teacher_limit  # noqa: E402
 from flows.runners import describe as describe_runner, task_runner  # noqa: E402
 
 
-@task(name="textbooks", cache_policy=NO_CACHE)
-def textbooks_task(run: Run, cfg: PipelineConfig, base_url: str | None, limit: str | None = None
-                   ) -> stages.StageResult:
-    return stages.run_textbooks(run, cfg, base_url, acquire=TeacherSlot(limit) if limit else None)
-
-
-@task(name="cot", cache_policy=NO_CACHE)
-def cot_task(run: Run, cfg: PipelineConfig, base_url: str | None, limit: str | None = None) -> stages.StageResult:
-    return stages.run_cot(run, cfg, base_url, acquire=TeacherSlot(limit) if limit else None)
+@task(name="generate", task_run_name="{stage}", cache_policy=NO_CACHE)
+def generation_task(run: Run, cfg: PipelineConfig, stage: str, base_url: str | None, limit: str | None = None
+                    ) -> runner.StageResult:
+    """A generation stage (textbooks, cot): its registered runner, against the teacher at ``base_url``."""
+    return get_stage(stage).run(run, cfg, base_url, acquire=TeacherSlot(limit) if limit else None)
 
 
 # errors that come back the same on a retry: a bad config, a stage's missing input, a bug
@@ -68,62 +67,62 @@ def _retrying(task_, cfg: PipelineConfig):
 
 @task(name="curate-shard", task_run_name="{stage}-shard-{shard}", cache_policy=NO_CACHE)
 def shard_task(run: Run, cfg: PipelineConfig, stage: str, shard: int, path: Path):
-    return stages.run_sharded_shard(run, cfg, stage, shard, path)
+    return runner.run_sharded_shard(run, cfg, stage, shard, path)
 
 
 @task(name="curate", task_run_name="{stage}", cache_policy=NO_CACHE)
-def whole_task(run: Run, cfg: PipelineConfig, stage: str, limit: str | None = None) -> stages.StageResult:
-    return stages.run_whole(run, cfg, stage, acquire=TeacherSlot(limit) if limit else None)
+def whole_task(run: Run, cfg: PipelineConfig, stage: str, limit: str | None = None) -> runner.StageResult:
+    return runner.run_whole(run, cfg, stage, acquire=TeacherSlot(limit) if limit else None)
 
 
-def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> stages.StageResult:
-    io = stages.curation_io(run, cfg, stage)
+def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> runner.StageResult:
+    io = runner.curation_io(run, cfg, stage)
     if io.done():
         return io.previous_result()
     t0 = time.perf_counter()
     io.begin()
-    shards = list(enumerate(stages.curation_inputs(run, cfg, stage)))
+    shards = list(enumerate(runner.curation_inputs(run, cfg, stage)))
     futures = [_retrying(shard_task, cfg).submit(run, cfg, stage, i, p) for i, p in shards]
-    return stages.commit_sharded(io, [f.result() for f in futures], t0)
+    return runner.commit_sharded(io, [f.result() for f in futures], t0)
 
 
 @task(name="dedup-sign", task_run_name="dedup-sign-shard-{shard}", cache_policy=NO_CACHE)
 def dedup_sign_task(run: Run, cfg: PipelineConfig, shard: int, path: Path):
-    return stages.dedup_sign_shard(run, cfg, path)
+    return runner.dedup_sign_shard(run, cfg, path)
 
 
 @task(name="dedup-plan", cache_policy=NO_CACHE)
 def dedup_plan_task(run: Run, cfg: PipelineConfig, paths: list[Path], parts: list):
-    return stages.dedup_plan(run, cfg, paths, parts)
+    return runner.dedup_plan(run, cfg, paths, parts)
 
 
 @task(name="dedup-band", task_run_name="dedup-band-{band}", cache_policy=NO_CACHE)
 def dedup_band_task(plan, band: int):
-    return stages.dedup_band(plan, band)
+    return runner.dedup_band(plan, band)
 
 
 @task(name="dedup-finish", cache_policy=NO_CACHE)
 def dedup_finish_task(run: Run, cfg: PipelineConfig, paths: list[Path], plan, per_band: list, parts: list
-                      ) -> stages.StageResult:
-    return stages.dedup_finish(run, cfg, paths, plan, per_band, parts)
+                      ) -> runner.StageResult:
+    return runner.dedup_finish(run, cfg, paths, plan, per_band, parts)
 
 
-def _run_dedup(run: Run, cfg: PipelineConfig) -> stages.StageResult:
+def _run_dedup(run: Run, cfg: PipelineConfig) -> runner.StageResult:
     """Dedup spread over tasks: signatures per input shard, candidate pairs per LSH band, then
     verification, clustering and the commit in one task (dataforge/curate/dedup_parts.py; the
     same result as ``apply_dedup`` in one process). Futures are handed from task to task, so on
     Dask the signature arrays move between workers without passing through the flow."""
-    io = stages.dedup_io(run, cfg)
+    io = runner.dedup_io(run, cfg)
     if io.done():
         return io.previous_result()
-    paths = stages.curation_inputs(run, cfg, "dedup")
+    paths = runner.curation_inputs(run, cfg, "dedup")
     if not paths:
         return _retrying(whole_task, cfg).submit(run, cfg, "dedup").result()
     t0 = time.perf_counter()
     io.begin()
     parts = [_retrying(dedup_sign_task, cfg).submit(run, cfg, i, p) for i, p in enumerate(paths)]
     plan = _retrying(dedup_plan_task, cfg).submit(run, cfg, paths, parts)
-    bands = stages.dedup_bands(cfg)
+    bands = runner.dedup_bands(cfg)
     per_band = [_retrying(dedup_band_task, cfg).submit(plan, b) for b in range(bands)]
     result = _retrying(dedup_finish_task, cfg).submit(run, cfg, paths, plan, per_band, parts).result()
     result.seconds = time.perf_counter() - t0
@@ -132,48 +131,47 @@ def _run_dedup(run: Run, cfg: PipelineConfig) -> stages.StageResult:
 
 
 @task(name="export", cache_policy=NO_CACHE)
-def export_task(run: Run, cfg: PipelineConfig) -> stages.StageResult:
-    return stages.run_export(run, cfg)
+def export_task(run: Run, cfg: PipelineConfig) -> runner.StageResult:
+    return runner.run_export(run, cfg)
 
 
-def _teacher_context(cfg: PipelineConfig, run: Run):
-    """The embedded teacher runs only while generation needs it (and only when local)."""
-    if cfg.teacher.provider == "local" and stages.generation_pending(run, cfg):
+def teacher_context(cfg: PipelineConfig, run: Run, stage: str | None = None):
+    """The embedded teacher, started only while it is needed and only when the teacher is local:
+    for generation (``stage`` None) while any generation stage is pending, for a curation stage
+    that asks the teacher (the judge) while that stage is pending. Its clients reach it at
+    ``teacher.resolved_base_url()``; the context yields that URL (None when nothing started)."""
+    pending = runner.generation_pending(run, cfg) if stage is None else runner.teacher_stage_pending(run, cfg, stage)
+    if cfg.teacher.provider == "local" and pending:
         return local_teacher(cfg.teacher, cfg.resolved_local_dir() / "teacher")
     return contextlib.nullcontext(None)
 
 
-def _stage_teacher(cfg: PipelineConfig, run: Run, stage: str):
-    """A curation stage that asks the teacher (the judge) gets the embedded one while it is
-    pending; its client reaches it at ``teacher.resolved_base_url()``."""
-    if cfg.teacher.provider == "local" and stages.teacher_stage_pending(run, cfg, stage):
-        return local_teacher(cfg.teacher, cfg.resolved_local_dir() / "teacher")
-    return contextlib.nullcontext(None)
-
-
-def _record(run: Run, results: list, result: stages.StageResult) -> None:
+def _record(run: Run, results: list, result: runner.StageResult) -> None:
     results.append(result)
-    stages.record_result(run, result)
+    runner.record_result(run, result)
 
 
-STAGE_GROUPS = {"generation": stages.GENERATION_STAGES, "curation": stages.CURATION_STAGES, "export": ("export",)}
+def stage_groups() -> dict[str, list[str]]:
+    """The groups a flow's ``stages`` parameter accepts besides stage names, from the registry."""
+    return {"generation": stage_names(GENERATION), "curation": stage_names(CURATION), "export": ["export"]}
 
 
 def select_stages(names: list[str] | None) -> set[str]:
     """The stages a flow's ``stages`` parameter selects (None: every stage). Names are stages
     (``textbooks``, ``dedup``, ``export``, ...) or groups: ``generation``, ``curation``, ``export``.
     A selected stage still runs only when the config enables it."""
-    every = {*stages.GENERATION_STAGES, *stages.CURATION_STAGES, "export"}
+    groups = stage_groups()
+    every = {*stage_names(), "export"}
     if names is None:
         return every
     out: set[str] = set()
     for n in [names] if isinstance(names, str) else names:
-        if n in STAGE_GROUPS:
-            out.update(STAGE_GROUPS[n])
+        if n in groups:
+            out.update(groups[n])
         elif n in every:
             out.add(n)
         else:
-            choices = ", ".join([*STAGE_GROUPS, *stages.GENERATION_STAGES, *stages.CURATION_STAGES])
+            choices = ", ".join([*groups, *stage_names()])
             raise ConfigError(f"stages: unknown stage {n!r} (choose from {choices})")
     if not out:
         raise ConfigError("stages: name at least one stage")
@@ -183,7 +181,7 @@ def select_stages(names: list[str] | None) -> set[str]:
 def resolve_run_id(cfg: PipelineConfig, run_id: str | None, selected: set[str]) -> str | None:
     """A part that generates nothing continues a run: ``run_id``, else the latest run of this
     pipeline (by name) under the data root. None means a new run."""
-    if run_id or any(s in selected for s in stages.enabled_generation(cfg)):
+    if run_id or any(s in selected for s in runner.enabled_generation(cfg)):
         return run_id
     mine = [r for r in list_runs(cfg.data_root) if r.load_record().name == cfg.name]
     if not mine:
@@ -210,44 +208,43 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, selected: set[s
     logger = get_run_logger()
     t0 = time.perf_counter()
     selected = select_stages(None) if selected is None else selected
-    run = stages.open_run(cfg, resolve_run_id(cfg, run_id, selected))
+    run = runner.open_run(cfg, resolve_run_id(cfg, run_id, selected))
     logger.info("run %s at %s (tasks on %s)", run.run_id, run.dir, describe_runner(cfg.runner))
-    results: list[stages.StageResult] = []
+    results: list[runner.StageResult] = []
     current: str | None = None
-    generation = [s for s in stages.enabled_generation(cfg) if s in selected]
+    generation = [s for s in runner.enabled_generation(cfg) if s in selected]
     try:
         current = "generation"
         if generation:
-            limit = ensure_teacher_limit(cfg) if stages.generation_pending(run, cfg) else None
-            with _teacher_context(cfg, run) as base_url:
-                gen_tasks = {"textbooks": textbooks_task, "cot": cot_task}
-                futures = {name: _retrying(gen_tasks[name], cfg).submit(run, cfg, base_url, limit)
+            limit = ensure_teacher_limit(cfg) if runner.generation_pending(run, cfg) else None
+            with teacher_context(cfg, run) as base_url:
+                futures = {name: _retrying(generation_task, cfg).submit(run, cfg, name, base_url, limit)
                            for name in generation}
                 for name, fut in futures.items():
                     current = name
                     _record(run, results, fut.result())
 
-        for stage in stages.enabled_curation(cfg):
+        for stage in runner.enabled_curation(cfg):
             if stage not in selected:
                 continue
             current = stage
-            if stage in stages.SHARDED_STAGES:
+            if get_stage(stage).scope == "shard":
                 _record(run, results, _run_sharded(run, cfg, stage))
-            elif stage == "dedup":
+            elif stage == "dedup":  # in parts: a task per shard to sign, a task per LSH band
                 _record(run, results, _run_dedup(run, cfg))
             else:
                 # a stage that asks the teacher (the judge) takes the same shared rate limit as generation
-                limit = ensure_teacher_limit(cfg) if stages.teacher_stage_pending(run, cfg, stage) else None
-                with _stage_teacher(cfg, run, stage):
+                limit = ensure_teacher_limit(cfg) if runner.teacher_stage_pending(run, cfg, stage) else None
+                with teacher_context(cfg, run, stage):
                     _record(run, results, _retrying(whole_task, cfg).submit(run, cfg, stage, limit).result())
         if "export" in selected:
             current = "export"
             _record(run, results, _retrying(export_task, cfg).submit(run, cfg).result())
     except BaseException as err:
-        stages.record_failure(run, current, err)
+        runner.record_failure(run, current, err)
         _publish(run, cfg, exported=False)
         raise
-    stages.finish_run(run, results, time.perf_counter() - t0)
+    runner.finish_run(run, results, time.perf_counter() - t0)
     _publish(run, cfg, exported="export" in selected)
     return run
 

@@ -29,27 +29,27 @@ def write_config(path: Path, base_url: str, data_root: Path, teacher: dict | Non
 def run_pipeline(config: str | Path, run_id: str, announce: bool = False):
     """Run every enabled stage in order (generation, curation, export) and finish the run;
     with ``announce`` print ``STAGE <name>`` as each starts (for a parent that kills it)."""
-    from dataforge import stages
+    from dataforge import runner
     from dataforge.config import load_config
 
     cfg = load_config(config)
-    run = stages.open_run(cfg, run_id)
+    run = runner.open_run(cfg, run_id)
     results = []
 
     def step(name: str, fn) -> None:
         if announce:
             print("STAGE", name, flush=True)
         result = fn()
-        stages.record_result(run, result)
+        runner.record_result(run, result)
         results.append(result)
 
-    generate = {"textbooks": stages.run_textbooks, "cot": stages.run_cot}
-    for s in stages.enabled_generation(cfg):
+    generate = {"textbooks": runner.run_textbooks, "cot": runner.run_cot}
+    for s in runner.enabled_generation(cfg):
         step(s, lambda s=s: generate[s](run, cfg))
-    for s in stages.enabled_curation(cfg):
-        step(s, lambda s=s: stages.run_curation_stage(run, cfg, s))
-    step("export", lambda: stages.run_export(run, cfg))
+    for s in runner.enabled_curation(cfg):
+        step(s, lambda s=s: runner.run_curation_stage(run, cfg, s))
+    step("export", lambda: runner.run_export(run, cfg))
     if announce:
         print("STAGE end", flush=True)
-    stages.finish_run(run, results, 0.0)
+    runner.finish_run(run, results, 0.0)
     return run

@@ -125,12 +125,12 @@ def test_ablate_command(tmp_path):
 
 
 def test_report_states_floor_and_extrapolation():
-    from dataforge.ablate import _fmt_mult
+    from dataforge.ablate import format_multiplier
 
-    assert _fmt_mult({"below_floor": True, "extrapolated": True, "multiplier": math.inf}).startswith("∞")
-    assert _fmt_mult({"below_floor": False, "extrapolated": True, "multiplier": 3.0}) == \
+    assert format_multiplier({"below_floor": True, "extrapolated": True, "multiplier": math.inf}).startswith("∞")
+    assert format_multiplier({"below_floor": False, "extrapolated": True, "multiplier": 3.0}) == \
         "3.00× (extrapolated beyond the fitted budgets)"
-    assert _fmt_mult({"below_floor": False, "extrapolated": False, "multiplier": 1.5}) == "1.50×"
+    assert format_multiplier({"below_floor": False, "extrapolated": False, "multiplier": 1.5}) == "1.50×"
 
 
 def test_ablate_command_selects_with_color_first(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dataforge import stages
+from dataforge import runner as df_runner
 from dataforge.cli import app
 from dataforge.config import load_config
 from fake_openai import FakeOpenAI
@@ -64,11 +64,11 @@ def small_run(tmp_path_factory):
             "textbooks": {"topics": ["maps", "clouds"], "max_samples": 2},
             "cot": {"seeds": str(seeds), "samples_per_question": 2}}))
         cfg = load_config(cfg_path)
-        run = stages.open_run(cfg)
-        for runner_fn in (stages.run_textbooks, stages.run_cot):
-            stages.record_result(run, runner_fn(run, cfg))
-        for runner_fn in (stages.run_heuristics, stages.run_dedup, stages.run_export):
-            stages.record_result(run, runner_fn(run, cfg))
+        run = df_runner.open_run(cfg)
+        for runner_fn in (df_runner.run_textbooks, df_runner.run_cot):
+            df_runner.record_result(run, runner_fn(run, cfg))
+        for runner_fn in (lambda r, c: df_runner.run_curation_stage(r, c, "heuristics"), lambda r, c: df_runner.run_curation_stage(r, c, "dedup"), df_runner.run_export):
+            df_runner.record_result(run, runner_fn(run, cfg))
     return cfg, run
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dataforge import stages
+from dataforge.stages.registry import get_stage
 from dataforge.config import ColorConfig, ConfigError, SlmConfig, parse_config
 from dataforge.select.color import apply_color, cut_top, top_mask
 
@@ -77,7 +77,7 @@ def test_apply_color_scores_and_selects_target_like_rows():
 
 
 def test_color_is_a_whole_stage_reading_its_target_from_the_config(tmp_path):
-    assert "color" in stages.WHOLE_STAGES and "color" in stages.CURATION_STAGES
+    assert get_stage("color").scope == "whole" and get_stage("color").kind == "curation"
     target_rows, _ = synthetic_pool(60, 0, seed=2)
     (tmp_path / "target.jsonl").write_text("".join(json.dumps({"solution": t}) + "\n" for t in target_rows))
     (tmp_path / "p.yaml").write_text("")
@@ -86,14 +86,14 @@ def test_color_is_a_whole_stage_reading_its_target_from_the_config(tmp_path):
                         "slm": SLM.model_dump()}, str(tmp_path / "p.yaml"))
     m, o = synthetic_pool(20, 20, seed=3)
     table = pa.table({"id": [str(i) for i in range(40)], "text": m + o})
-    kept, rej = stages.WHOLE_STAGES["color"](table, cfg)
+    kept, rej = get_stage("color").apply(table, cfg)
     assert kept.num_rows == 20 and rej.num_rows == 20
     assert {"color_prior_loss", "color_cond_loss", "color_score"} <= set(kept.column_names)
     # an empty input is answered at once with the output schema (no training)
-    ek, er = stages.WHOLE_STAGES["color"](table.slice(0, 0), cfg)
+    ek, er = get_stage("color").apply(table.slice(0, 0), cfg)
     assert ek.num_rows == 0 and "color_score" in ek.column_names and "drop_reason" in er.column_names
     # the stage's hash covers the slm section it trains with
-    assert stages.EXTRA_SECTIONS["color"] == ["slm", "seed"]
+    assert get_stage("color").sections() == ["color", "slm", "seed"]
 
 
 @pytest.mark.shared_data

@@ -149,7 +149,7 @@ def test_api_key_from_environment(tmp_path, monkeypatch):
 
 
 def test_snapshot_never_holds_the_key(tmp_path, monkeypatch):
-    from dataforge.stages import open_run
+    from dataforge.runner import open_run
 
     var = "DATAFORGE_TEST_SECRET_KEY"
     sentinel = "sk-SENTINEL-0b9f3c2e-never-store-me"
@@ -208,13 +208,13 @@ def test_stage_hash_tracks_only_its_sections():
 
 def test_generation_stage_hash_follows_the_teacher_not_its_speed(tmp_path):
     from dataforge.config import PipelineConfig
-    from dataforge.stages import _generation_io
+    from dataforge.runner import generation_io
     from dataforge.store import Run
 
     run = Run(tmp_path, "r1")
     base = PipelineConfig(data_root=str(tmp_path))
-    h = _generation_io(run, base, "cot").config_hash
+    h = generation_io(run, base, "cot").config_hash
     other_model = base.model_copy(update={"teacher": base.teacher.model_copy(update={"model": "other"})})
     faster = base.model_copy(update={"teacher": base.teacher.model_copy(update={"max_concurrency": 16})})
-    assert _generation_io(run, other_model, "cot").config_hash != h
-    assert _generation_io(run, faster, "cot").config_hash == h
+    assert generation_io(run, other_model, "cot").config_hash != h
+    assert generation_io(run, faster, "cot").config_hash == h

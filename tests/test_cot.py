@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from dataforge import stages
+from dataforge import runner
 from dataforge.config import CotConfig, CotSystemPrompt, TeacherConfig, load_config, parse_config, ConfigError
 from dataforge.generate.answers import Choice
 from dataforge.generate.cot import (FEW_SHOT, POT_PROMPT_NAME, SYSTEM, SYSTEM_PROMPTS, answer_instruction,
@@ -234,10 +234,10 @@ def test_run_cot_stage_with_mixed_seeds_and_programs(tmp_path, monkeypatch):
                     "system_prompts": {"explain_to_student": 1, "concise": 1},
                     "sandbox": {"timeout_s": 1.5}}}))
         cfg = load_config(cfg_path)
-        run = stages.open_run(cfg)
-        result = stages.run_cot(run, cfg)
+        run = runner.open_run(cfg)
+        result = runner.run_cot(run, cfg)
         sent = srv.chat_count
-        again = stages.run_cot(run, cfg)  # committed: skipped, nothing sent
+        again = runner.run_cot(run, cfg)  # committed: skipped, nothing sent
         assert again.skipped and srv.chat_count == sent
     kept = pq.read_table(run.stage_dir("cot")).to_pylist()
     rejected = pq.read_table(run.rejected_dir("cot")).to_pylist()
@@ -263,9 +263,9 @@ def test_unknown_seed_format_is_a_clear_error(tmp_path):
     p.write_text("[]")
     cfg = parse_config({"data_root": str(tmp_path / "d"), "textbooks": {"enabled": False},
                         "cot": {"seeds": str(p)}})
-    run = stages.open_run(cfg)
+    run = runner.open_run(cfg)
     with pytest.raises(ConfigError, match="cannot tell the seed format.*cot.seed_format"):
-        stages.run_cot(run, cfg)
+        runner.run_cot(run, cfg)
 
 
 def test_editing_a_seed_file_in_place_regenerates(tmp_path):
@@ -279,11 +279,11 @@ def test_editing_a_seed_file_in_place_regenerates(tmp_path):
             "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "fake", "max_attempts": 1},
             "textbooks": {"enabled": False}, "cot": {"seeds": "seeds.jsonl", "samples_per_question": 1}}))
         cfg = load_config(cfg_path)
-        run = stages.open_run(cfg)
-        stages.run_cot(run, cfg)
-        assert stages.run_cot(run, cfg).skipped
+        run = runner.open_run(cfg)
+        runner.run_cot(run, cfg)
+        assert runner.run_cot(run, cfg).skipped
         seeds.write_text(json.dumps({"question": "What is 4 + 4?", "answer": "#### 8"}) + "\n")
-        again = stages.run_cot(run, cfg)
+        again = runner.run_cot(run, cfg)
     assert not again.skipped
     assert [r["question"] for r in pq.read_table(run.stage_dir("cot")).to_pylist()] == ["What is 4 + 4?"]
 
@@ -320,8 +320,8 @@ def _step_stage(tmp_path: Path, srv: FakeOpenAI, **cot) -> tuple:
         "textbooks": {"enabled": False},
         "cot": {"seeds": "s.jsonl", "samples_per_question": 2, "method": "both", **cot}}))
     cfg = load_config(cfg_path)
-    run = stages.open_run(cfg)
-    return run, stages.run_cot(run, cfg)
+    run = runner.open_run(cfg)
+    return run, runner.run_cot(run, cfg)
 
 
 def test_cot_stage_drops_right_answers_reached_through_wrong_steps(tmp_path):

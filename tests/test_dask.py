@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataforge.config import ConfigError, load_config, parse_config
-from dataforge.stages import dedup_bands
+from dataforge.runner import dedup_bands
 from dataforge.store import Run
 from fake_openai import FakeOpenAI
 from responders import teacher_responder

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from dataforge.cli import app
 from dataforge.config import BenchmarkSource, ConfigError, DecontamConfig, load_config, parse_config
-from dataforge.curate.decontam import (BenchmarkItems, DecontamError, _matched_words, build_index,
+from dataforge.curate.decontam import (BenchmarkItems, DecontamError, build_index,
                                        decontam_stage_inputs, decontaminate, index_for, load_benchmark, load_index,
-                                       matched_fraction,
+                                       matched_fraction, matched_words,
                                        normalize_words, normalized_word_lists, parse_benchmark_spec,
                                        reference_scan, scan)
 from dataforge.records import make_sample, samples_to_table
@@ -98,7 +98,7 @@ def test_compiled_matching_blocks_equal_difflib():
         b = rng.integers(0, 4, rng.integers(0, 80))
         blocks = difflib.SequenceMatcher(None, a.tolist(), b.tolist(), autojunk=False).get_matching_blocks()
         for mb in (1, 2, 3):
-            assert _matched_words(a, b, mb) == sum(x.size for x in blocks if x.size >= mb), (a, b, mb)
+            assert matched_words(a, b, mb) == sum(x.size for x in blocks if x.size >= mb), (a, b, mb)
 
 
 def test_ignore_numbers_catches_changed_numbers_only_when_on():
@@ -357,7 +357,7 @@ def test_pipeline_stage_drops_contaminated_cot_rows(tmp_path, monkeypatch):
     from fake_openai import FakeOpenAI
     from responders import teacher_responder
 
-    from dataforge import stages
+    from dataforge import runner
     from dataforge.warehouse import query
 
     monkeypatch.setenv("DATAFORGE_TEST_KEY", "sk-test")
@@ -381,12 +381,12 @@ def test_pipeline_stage_drops_contaminated_cot_rows(tmp_path, monkeypatch):
                 {"name": "evals", "path": "bench/evals.jsonl", "format": "table", "text_field": "prompt"}]},
         }))
         cfg = load_config(config)
-        assert stages.enabled_curation(cfg) == ["heuristics", "dedup", "decontam"]
-        run = stages.open_run(cfg)
-        stages.record_result(run, stages.run_cot(run, cfg))
-        for stage in stages.enabled_curation(cfg):
-            stages.record_result(run, stages.run_curation_stage(run, cfg, stage))
-        stages.record_result(run, stages.run_export(run, cfg))
+        assert runner.enabled_curation(cfg) == ["heuristics", "dedup", "decontam"]
+        run = runner.open_run(cfg)
+        runner.record_result(run, runner.run_cot(run, cfg))
+        for stage in runner.enabled_curation(cfg):
+            runner.record_result(run, runner.run_curation_stage(run, cfg, stage))
+        runner.record_result(run, runner.run_export(run, cfg))
     rec = json.loads(run.record_path.read_text())
     assert rec["stages"]["decontam"]["status"] == "completed"
     assert rec["stages"]["decontam"]["rows_in"] == rec["stages"]["cot"]["rows_kept"] >= 4
@@ -403,7 +403,7 @@ def test_pipeline_stage_drops_contaminated_cot_rows(tmp_path, monkeypatch):
     assert sum(1 for x in (run.export_dir("default") / "train.jsonl").read_text().splitlines()) == len(final)
 
     # resume: committed, so skipped; a changed benchmark file runs it again
-    assert stages.run_curation_stage(run, cfg, "decontam").skipped
+    assert runner.run_curation_stage(run, cfg, "decontam").skipped
     bench.write_text(json.dumps({"prompt": STORIES[0] + " How many boxes?"}) + "\n")
-    again = stages.run_curation_stage(run, cfg, "decontam")
+    again = runner.run_curation_stage(run, cfg, "decontam")
     assert not again.skipped and again.rows_dropped >= 1

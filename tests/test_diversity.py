@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from dataforge import stages
+from dataforge.stages.registry import get_stage
 from dataforge.cli import app
 from dataforge.config import DiversityConfig, PipelineConfig, load_config
 from dataforge.select import diversity as dv
@@ -242,10 +242,10 @@ def test_config_errors_name_the_field(tmp_path):
 
 def test_pipeline_stage():
     cfg = PipelineConfig(diversity=DiversityConfig(enabled=True, embedding="ngram", budget=4))
-    kept, rejected = stages.WHOLE_STAGES["diversity"](table_of(TEXTS, [5, 4, 3, 2, 1, 0]), cfg)
+    kept, rejected = get_stage("diversity").apply(table_of(TEXTS, [5, 4, 3, 2, 1, 0]), cfg)
     assert kept.num_rows == 4 and rejected.num_rows == 2
     assert set(rejected.column("drop_stage").to_pylist()) == {"diversity"}
-    empty_kept, _ = stages.WHOLE_STAGES["diversity"](table_of([], []), cfg)
+    empty_kept, _ = get_stage("diversity").apply(table_of([], []), cfg)
     assert "diversity_selected_rank" in empty_kept.column_names
 
 

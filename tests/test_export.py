@@ -17,7 +17,7 @@ from responders import teacher_responder
 from run_helpers import run_pipeline, write_add_seeds, write_config
 from typer.testing import CliRunner
 
-from dataforge import stages
+from dataforge import runner
 from dataforge.cli import app
 from dataforge.config import ConfigError, load_config, parse_config
 from dataforge.export import (
@@ -216,7 +216,7 @@ def test_failed_export_leaves_previous_one_and_no_temporaries(tmp_path, monkeypa
     _export_all(table, out)
     before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     calls = {"n": 0}
-    real = export_mod._write
+    real = export_mod.write_file
 
     def failing_write(*a, **kw):
         calls["n"] += 1
@@ -224,14 +224,14 @@ def test_failed_export_leaves_previous_one_and_no_temporaries(tmp_path, monkeypa
             raise OSError("No space left on device")
         return real(*a, **kw)
 
-    monkeypatch.setattr(export_mod, "_write", failing_write)
+    monkeypatch.setattr(export_mod, "write_file", failing_write)
     with pytest.raises(OSError, match="No space"):
         _export_all(_table(15), out)
     assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in out.parent.iterdir()] == ["default"]
     # a temporary folder left by a killed export is cleared by the next one
     (out.parent / f"{TMP_PREFIX}export-default-0123abcd").mkdir()
-    monkeypatch.setattr(export_mod, "_write", real)
+    monkeypatch.setattr(export_mod, "write_file", real)
     _export_all(table, out)
     assert [p.name for p in out.parent.iterdir()] == ["default"]
 
@@ -287,9 +287,9 @@ def test_pipeline_export_has_card_from_the_run(small_run):
         assert f"| {s} | {st.rows_in} | {st.rows_kept} | {st.rows_dropped} |" in card
     assert "`fake-teacher`" in card and "license: apache-2.0" in card
     # the export is skipped while nothing changed, redone when the export config changes
-    assert stages.run_export(run, cfg).skipped
+    assert runner.run_export(run, cfg).skipped
     cfg2 = cfg.model_copy(update={"export": cfg.export.model_copy(update={"validation_fraction": 0.5})})
-    again = stages.run_export(run, cfg2)
+    again = runner.run_export(run, cfg2)
     assert not again.skipped
     assert read_manifest(out)["layouts"]["chat"]["validation"] >= m["layouts"]["chat"]["validation"]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dataforge import stages
+from dataforge.stages.registry import get_stage, replaced
+from dataforge import runner
 from dataforge.config import ConfigError, load_config, parse_config
 from dataforge.store import MANIFEST, Run, list_runs
 from fake_openai import FakeOpenAI
@@ -54,13 +55,13 @@ def assert_dedup_is_the_library_result(run: Run, config: Path) -> None:
     from dataforge.curate.dedup import apply_dedup
 
     cfg = load_config(config)
-    table = pa.concat_tables([run.read(s) for s in stages.curation_inputs_of(cfg, "dedup")])
+    table = pa.concat_tables([run.read(s) for s in runner.curation_inputs_of(cfg, "dedup")])
     kept, rejected = apply_dedup(table, cfg.dedup)
     assert rejected.num_rows > 0  # the fake teacher's answers hold near-duplicates to find
     assert run.read("dedup").equals(kept)
     assert run.read_rejected("dedup").equals(rejected)
     tasks = run.load_record().stages["dedup"].extra["tasks"]
-    assert tasks == {"sign": len(stages.curation_inputs(run, cfg, "dedup")), "bands": stages.dedup_bands(cfg)}
+    assert tasks == {"sign": len(runner.curation_inputs(run, cfg, "dedup")), "bands": runner.dedup_bands(cfg)}
     assert tasks["sign"] > 1 and tasks["bands"] > 1
 
 
@@ -103,10 +104,10 @@ def test_curation_part_on_an_object_store_root_equals_the_local_one(tmp_path, te
     (tmp_path / "remote").mkdir()
     remote_config = write_config(tmp_path / "remote", teacher.base_url, data_root=f"memory://df-{uuid.uuid4().hex[:8]}")
     rcfg = load_config(remote_config)
-    remote = stages.open_run(rcfg, local.run_id)  # the generation output, copied to the object store
+    remote = runner.open_run(rcfg, local.run_id)  # the generation output, copied to the object store
     assert not remote.is_local
     for s in ("textbooks", "cot"):
-        io = stages._generation_io(remote, rcfg, s)
+        io = runner.generation_io(remote, rcfg, s)
         io.begin()
         kept, rej = io.write_shard(0, local.read(s), local.read_rejected(s))
         io.commit(kept, rej, local.read(s).schema)
@@ -154,7 +155,7 @@ def test_a_failed_stage_task_is_retried_and_a_config_error_is_not(tmp_path, teac
     from flows.pipeline import pipeline
 
     calls: list[str] = []
-    real = stages.SHARDED_STAGES["heuristics"]
+    real = get_stage("heuristics").apply
 
     def flaky(table: pa.Table, cfg):
         calls.append("x")
@@ -162,9 +163,9 @@ def test_a_failed_stage_task_is_retried_and_a_config_error_is_not(tmp_path, teac
             raise OSError("worker lost its disk for a moment")
         return real(table, cfg)
 
-    monkeypatch.setitem(stages.SHARDED_STAGES, "heuristics", flaky)
     config = write_config(tmp_path, teacher.base_url, orchestration={"retries": 1, "retry_delay_seconds": 0})
-    run = Run(load_config(config).data_root, pipeline(str(config)))
+    with replaced("heuristics", apply=flaky):
+        run = Run(load_config(config).data_root, pipeline(str(config)))
     shards = len(run.committed("cot")["files"]) + len(run.committed("textbooks")["files"])
     assert len(calls) == shards + 1  # the failed shard ran twice, the others once
     assert run.load_record().status == "completed"
@@ -175,9 +176,8 @@ def test_a_failed_stage_task_is_retried_and_a_config_error_is_not(tmp_path, teac
         calls.append("bug")
         raise ValueError("a bug, the same on every attempt")
 
-    monkeypatch.setitem(stages.SHARDED_STAGES, "heuristics", broken)
     calls.clear()
-    with pytest.raises(ValueError, match="a bug"):
+    with replaced("heuristics", apply=broken), pytest.raises(ValueError, match="a bug"):
         pipeline(str(config))  # a new run (generation answered from the cache)
     assert calls == ["bug"] * shards  # not retried
     failed = list_runs(load_config(config).data_root)[-1]

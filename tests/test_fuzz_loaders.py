@@ -6,7 +6,7 @@ with file, line and reason) or one of the documented errors for a whole file:
 :class:`~dataforge.config.ConfigError` (``SeedFormatError``, ``PassageError``),
 :class:`~dataforge.tabular.InputError`, :class:`~dataforge.generate.verify.VerifyError` or
 ``FileNotFoundError``. Anything else is a bug. Example counts are fixed and the generation is
-derandomized, so a run is reproducible and its figures (README "Reliability") stable.
+derandomized, so a run is reproducible and its figures (docs/reliability.md) stable.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import random
 import pytest
 import yaml
 
-from dataforge import stages
+from dataforge import runner
 from dataforge.config import load_config
 from fake_openai import FakeOpenAI
 from responders import teacher_responder
@@ -43,9 +43,9 @@ def test_thirty_percent_mixed_faults(tmp_path):
             "textbooks": {"topics": ["maps", "tides", "levers", "ratios"], "max_samples": 10},
             "cot": {"seeds": str(seeds), "samples_per_question": 3, "keep": "all"}}))
         cfg = load_config(cfg_path)
-        run = stages.open_run(cfg)
-        tb = stages.run_textbooks(run, cfg)
-        cot = stages.run_cot(run, cfg)
+        run = runner.open_run(cfg)
+        tb = runner.run_textbooks(run, cfg)
+        cot = runner.run_cot(run, cfg)
         faults_served = sum(1 for a in srv.actions_taken if a != "ok")
 
     assert faults_served >= 20  # the faults really happened
@@ -76,8 +76,8 @@ def test_sample_rows_carry_their_cost(tmp_path):
             "textbooks": {"topics": ["maps"], "max_samples": 1},
             "cot": {"seeds": str(seeds), "samples_per_question": 2, "keep": "all"}}))
         cfg = load_config(cfg_path)
-        run = stages.open_run(cfg)
-        results = [stages.run_textbooks(run, cfg), stages.run_cot(run, cfg)]
+        run = runner.open_run(cfg)
+        results = [runner.run_textbooks(run, cfg), runner.run_cot(run, cfg)]
     for stage, result in zip(("textbooks", "cot"), results):
         rows = run.read(stage).to_pylist()
         assert rows

@@ -9,7 +9,7 @@ import pytest
 from dataforge.config import GopherQualityConfig, HeuristicsConfig
 from dataforge.curate.heuristics import (
     GOPHER_QUALITY_RULE_NAMES,
-    GOPHER_RULES,
+    GOPHER_QUALITY_RULES,
     METRICS_SCHEMA,
     RULE_NAMES,
     apply_heuristics,
@@ -60,7 +60,7 @@ def reason_of(text: str, cfg: GopherQualityConfig | None = None) -> str | None:
 def test_rules_follow_config_field_order() -> None:
     fields = [name for name in GopherQualityConfig.model_fields
               if name not in ("enabled", "stop_words", "definitions")]
-    assert [rule.name for rule in GOPHER_RULES] == fields
+    assert [rule.name for rule in GOPHER_QUALITY_RULES] == fields
     assert GOPHER_QUALITY_RULE_NAMES == tuple(f"gopher_quality:{name}" for name in fields)
     assert RULE_NAMES[: len(fields)] == GOPHER_QUALITY_RULE_NAMES  # gopher_quality is the first family
     assert set(RULE_TEXTS) == set(fields)
@@ -221,7 +221,7 @@ def test_gopher_on_the_pile_sample(pile_docs: list[dict]) -> None:
         assert row["heur_alpha_words_ratio"] >= gq.max_non_alpha_words_ratio
         assert row["heur_stop_words"] >= gq.min_stop_words
     # ...and every rejected document does violate the rule it is rejected for.
-    rules = {rule.reason: rule for rule in GOPHER_RULES}
+    rules = {rule.reason: rule for rule in GOPHER_QUALITY_RULES}
     for row in rejected.to_pylist():
         rule = rules[row["drop_reason"]]
         assert rule.fails(row[rule.metric], getattr(gq, rule.name))
@@ -614,7 +614,7 @@ def test_filter_cli_end_to_end(tmp_path) -> None:
 def test_warehouse_counts_rules(tmp_path) -> None:
     from dataforge import warehouse
     from dataforge.config import PipelineConfig
-    from dataforge.stages import open_run, rejected_schema
+    from dataforge.runner import open_run, rejected_schema
     from dataforge.store import ShardWriter
 
     run = open_run(PipelineConfig(data_root=str(tmp_path / "data")), "heur-run")

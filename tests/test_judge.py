@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from dataforge import stages, warehouse
+from dataforge.runner import curation as runner_curation
+from dataforge.stages.registry import get_stage
+from dataforge import runner, warehouse
 from dataforge.cli import app
 from dataforge.config import JudgeConfig, PipelineConfig, load_config
 from dataforge.records import make_sample, samples_to_table
@@ -260,10 +262,10 @@ def test_pipeline_stage_uses_the_pipeline_teacher_and_cache(tmp_path):
     rows = [make_sample("instruction", "x", [{"role": "user", "content": f"task {i}"},
                                               {"role": "assistant", "content": "done"}]) for i in range(3)]
     ratings = {"task 0": "5\nok", "task 1": "4\nok", "task 2": "4.5\nok"}
-    assert "judge" in stages.WHOLE_STAGES and "judge" in stages.TEACHER_STAGES
+    assert get_stage("judge").scope == "whole" and get_stage("judge").teacher
     with FakeOpenAI(responder=replay(ratings)) as srv:
         cfg = PipelineConfig(data_root=str(tmp_path), teacher=teacher(srv), judge=JudgeConfig(enabled=True))
-        kept, rejected, info = stages.WHOLE_STAGES["judge"](samples_to_table(rows), cfg)
+        kept, rejected, info = get_stage("judge").apply(samples_to_table(rows), cfg)
     assert (tmp_path / "cache" / "teacher.sqlite").exists()
     assert info["teacher"]["requests_sent"] == srv.chat_count == 3 and info["teacher"]["failures"] == 0
     assert kept.num_rows == 2 and rejected.column("drop_reason").to_pylist() == ["judge:score_4.0<4.5"]
@@ -285,15 +287,15 @@ def test_flow_starts_the_local_teacher_for_a_pending_judge(tmp_path, monkeypatch
 
     monkeypatch.setattr(pipeline, "local_teacher", fake_local)
     cfg = PipelineConfig(data_root=str(tmp_path), judge=JudgeConfig(enabled=True))
-    run = stages.open_run(cfg, "judge-run")
-    monkeypatch.setattr(stages, "curation_io", lambda r, c, s: type("IO", (), {"done": lambda self: False})())
-    with pipeline._stage_teacher(cfg, run, "judge"):
+    run = runner.open_run(cfg, "judge-run")
+    monkeypatch.setattr(runner_curation, "curation_io", lambda r, c, s: type("IO", (), {"done": lambda self: False})())
+    with pipeline.teacher_context(cfg, run, "judge"):
         pass
-    with pipeline._stage_teacher(cfg, run, "dedup"):
+    with pipeline.teacher_context(cfg, run, "dedup"):
         pass
     assert len(started) == 1
-    monkeypatch.setattr(stages, "curation_io", lambda r, c, s: type("IO", (), {"done": lambda self: True})())
-    with pipeline._stage_teacher(cfg, run, "judge"):
+    monkeypatch.setattr(runner_curation, "curation_io", lambda r, c, s: type("IO", (), {"done": lambda self: True})())
+    with pipeline.teacher_context(cfg, run, "judge"):
         pass
     assert len(started) == 1
 
@@ -345,7 +347,7 @@ def test_judge_scores_report(tmp_path):
     from test_warehouse import commit
 
     cfg = PipelineConfig(data_root=str(tmp_path / "data"))
-    run = stages.open_run(cfg, "wh-judge")
+    run = runner.open_run(cfg, "wh-judge")
     samples = samples_to_table([make_sample("instruction", f"row {i}", [{"role": "user", "content": f"q{i}"},
                                                                         {"role": "assistant", "content": "a"}])
                                 for i in range(6)])
@@ -356,7 +358,7 @@ def test_judge_scores_report(tmp_path):
                               ("judge_rubric", ["accuracy"] * 6, pa.string()), ("judge_error", errors, pa.string())):
         table = table.append_column(pa.field(name, typ), pa.array(values, typ))
     kept, rejected = cut_judged(table, 4.5)
-    stages.record_result(run, commit(run, "judge", kept, rejected))
+    runner.record_result(run, commit(run, "judge", kept, rejected))
     con = warehouse.connect(run)
     sql = warehouse.report_queries()["judge_scores"]
     got = {r["score_bin"]: (r["kept"], r["dropped"]) for r in warehouse.fetch_arrow(con, sql).to_pylist()}
@@ -366,7 +368,7 @@ def test_judge_scores_report(tmp_path):
 
 def test_judge_scores_report_without_a_judge_stage(tmp_path):
     cfg = PipelineConfig(data_root=str(tmp_path / "data"))
-    run = stages.open_run(cfg, "wh-none")
+    run = runner.open_run(cfg, "wh-none")
     out = warehouse.fetch_arrow(warehouse.connect(run), warehouse.report_queries()["judge_scores"]).to_pylist()
     assert len(out) == 12 and all(r["rows"] == 0 for r in out)
 
@@ -386,22 +388,22 @@ def test_judge_then_diversity_through_the_stage_runners(tmp_path):
         cfg = PipelineConfig(data_root=str(tmp_path), teacher=teacher(srv), judge=JudgeConfig(enabled=True),
                              diversity=DiversityConfig(enabled=True, embedding="ngram", budget=2),
                              heuristics={"enabled": False}, dedup={"enabled": False}, textbooks={"enabled": False})
-        run = stages.open_run(cfg, "sel-run")
+        run = runner.open_run(cfg, "sel-run")
         commit(run, "cot", samples_to_table(samples), samples_to_table([]).append_column(
             "drop_stage", pa.array([], pa.string())).append_column("drop_reason", pa.array([], pa.string())))
-        assert stages.enabled_curation(cfg) == ["judge", "diversity"]
-        assert stages.teacher_stage_pending(run, cfg, "judge")
+        assert runner.enabled_curation(cfg) == ["judge", "diversity"]
+        assert runner.teacher_stage_pending(run, cfg, "judge")
         slots = []
 
         async def acquire():  # what flows/ passes: a slot of the teacher's rate limit shared by runs
             slots.append(1)
 
-        j = stages.run_whole(run, cfg, "judge", acquire=acquire)
+        j = runner.run_whole(run, cfg, "judge", acquire=acquire)
         assert len(slots) == srv.chat_count >= 6  # one slot per HTTP request sent (6 rows)
-        d = stages.run_curation_stage(run, cfg, "diversity")
+        d = runner.run_curation_stage(run, cfg, "diversity")
         asked = srv.chat_count
-        again = stages.run_curation_stage(run, cfg, "judge")
-        assert srv.chat_count == asked and again.skipped and not stages.teacher_stage_pending(run, cfg, "judge")
+        again = runner.run_curation_stage(run, cfg, "judge")
+        assert srv.chat_count == asked and again.skipped and not runner.teacher_stage_pending(run, cfg, "judge")
     assert (j.rows_in, j.rows_kept, j.rows_dropped) == (6, 4, 2)
     # the judge's teacher use is the stage's (and so the run's) teacher record
     assert j.teacher["requests_sent"] == asked and j.teacher["prompt_tokens"] > 0

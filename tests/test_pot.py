@@ -265,8 +265,8 @@ def test_svamp_equations_run_to_their_answers(shared_data):
 def test_limits_never_exceed_the_hard_limits_already_in_force():
     import resource
 
-    from dataforge.generate.pot import _clamp
+    from dataforge.generate.pot import clamp_limits
 
-    assert _clamp(256, 256, 100) == (100, 100)
-    assert _clamp(3, 4, resource.RLIM_INFINITY) == (3, 4)
-    assert _clamp(3, 4, 10) == (3, 4)
+    assert clamp_limits(256, 256, 100) == (100, 100)
+    assert clamp_limits(3, 4, resource.RLIM_INFINITY) == (3, 4)
+    assert clamp_limits(3, 4, 10) == (3, 4)

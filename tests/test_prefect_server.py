@@ -24,7 +24,7 @@ from dataforge.cli import app
 from dataforge.config import load_config
 from dataforge.service import PrefectService
 from dataforge.store import list_runs
-from dataforge.teacher.local import _pid_alive
+from dataforge.teacher.local import pid_alive
 from fake_openai import FakeOpenAI
 from responders import teacher_responder
 from test_pipeline import write_config
@@ -119,7 +119,7 @@ def service(tmp_path_factory):
             else:
                 os.environ[k] = v
         assert r.exit_code == 0, r.output
-        assert not [p for p in pids if _pid_alive(p)], f"service processes left running: {pids}"
+        assert not [p for p in pids if pid_alive(p)], f"service processes left running: {pids}"
 
 
 def _api(url: str):

@@ -286,6 +286,51 @@ def test_score_table_respects_apply_to_and_threshold_range(tiny_model):
         load_quality_model(tiny_model[0].parent / "nope.ftz")
 
 
+def test_stage_recut_reads_cached_scores_without_the_model(tiny_model, tmp_path, monkeypatch):
+    """Scoring and the cut are separate steps: after one run of the stage, a run whose only
+    change is the cut reads every score back from the score cache (the model is neither loaded
+    nor called) and keeps the new cut's rows; new texts alone are scored."""
+    from dataforge.curate import quality
+
+    texts = make_texts(SCIENCE, 30, 11) + make_texts(CHATTER, 30, 12)
+    table = pa.table({"id": [str(i) for i in range(66)], "kind": ["textbook", "document", "cot"] * 22,
+                      "text": texts + texts[:5] + [None]})  # repeated texts, a null text, an unscored kind
+
+    def cfg_with(cut: dict):
+        return parse_config({"data_root": str(tmp_path / "data"), "quality": {
+            "enabled": True, "model": str(tiny_model[0]), "cut": cut, "apply_to": ["textbook", "document"]}})
+
+    cfg = cfg_with({"threshold": 0.5})
+    kept, rejected = quality.apply_quality_stage(table, cfg)
+    # the same rows, scores and reasons as scoring without the cache
+    ref_kept, ref_rejected = apply_quality(table, cfg.quality, tiny_model[0])
+    assert kept.equals(ref_kept) and rejected.equals(ref_rejected) and kept.num_rows and rejected.num_rows
+    assert len(list((cfg.teacher_cache_dir() / "quality_scores").glob("*.parquet"))) == 1
+    scored = score_table(table, load_quality_model(tiny_model[0]), ["textbook", "document"])
+    want_kept, want_rejected = cut_scores(scored, top_fraction=0.25)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded or called")
+
+    for name in ("_load", "load_quality_model", "score_texts", "score_table"):
+        monkeypatch.setattr(quality, name, no_model)
+    kept, rejected = quality.apply_quality_stage(table, cfg_with({"top_fraction": 0.25}))
+    assert kept.equals(want_kept) and rejected.equals(want_rejected)
+    assert rejected.num_rows and all(r.startswith("quality:below_top_fraction(")
+                                     for r in rejected.column("drop_reason").to_pylist())
+    with pytest.raises(QualityError, match=r"threshold: 2\.0 is above 1"):  # checked against the cached kind
+        quality.apply_quality_stage(table, cfg_with({"threshold": 2.0}))
+
+    monkeypatch.undo()
+    calls = []
+    real = quality.score_texts
+    monkeypatch.setattr(quality, "score_texts", lambda model, texts, *a: calls.append(len(texts)) or real(model, texts, *a))
+    more = pa.concat_tables([table, pa.table({"id": ["n1", "n2"], "kind": ["textbook"] * 2,
+                                              "text": ["A new theorem.", "lol new vibes"]})])
+    kept, _ = quality.apply_quality_stage(more, cfg_with({"top_fraction": 0.25}))
+    assert calls == [2] and kept.num_rows >= want_kept.num_rows
+
+
 def test_quality_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"quality\.cut.*exactly one of threshold or top_fraction"):
         parse_config({"quality": {"enabled": True, "model": "m.ftz", "cut": {"threshold": 0.5, "top_fraction": 0.2}}})
@@ -456,7 +501,7 @@ def test_committed_cards_hold_real_held_out_metrics(name):
     assert card["model"]["bytes"] < card["model"]["unquantized_bytes"]
     assert all(len(s["sha256"]) == 64 for s in card["sources"])
     assert f"| quantized (shipped) | {held['roc_auc']:.3f} |" in (REPO / "classifiers" / "cards" / f"{name}.md").read_text()
-    from dataforge.curate.quality import file_sha256
+    from dataforge.hashing import file_sha256
 
     shipped = REPO / "classifiers" / "models" / f"{name}.ftz"
     if card["model"]["shipped"]:
@@ -484,7 +529,7 @@ def test_quality_stage_in_a_pipeline_run(tmp_path, monkeypatch):
     from responders import teacher_responder
     from test_pipeline import run_flow, write_config
 
-    from dataforge import stages
+    from dataforge import runner
     from dataforge.config import load_config
     from dataforge.store import MANIFEST
     from dataforge.warehouse import query
@@ -517,16 +562,16 @@ def test_quality_stage_in_a_pipeline_run(tmp_path, monkeypatch):
 
     # resume: same config and model -> skipped; a new cut, or a model retrained in place -> re-run
     cfg = load_config(config)
-    assert stages.run_curation_stage(run, cfg, "quality").skipped
+    assert runner.run_curation_stage(run, cfg, "quality").skipped
     cfg.quality.cut = type(cfg.quality.cut)(top_fraction=0.25)
-    result = stages.run_curation_stage(run, cfg, "quality")
+    result = runner.run_curation_stage(run, cfg, "quality")
     assert not result.skipped and math.ceil(0.25 * result.rows_in) <= result.rows_kept < result.rows_in  # ties kept
     reasons = query(run, "select drop_reason from rejections where drop_stage = 'quality'").column(0).to_pylist()
     assert reasons and all(r.startswith("quality:below_top_fraction(") for r in reasons)
-    assert stages.run_curation_stage(run, cfg, "quality").skipped
+    assert runner.run_curation_stage(run, cfg, "quality").skipped
     retrained = pipeline_model(tmp_path, seed=4)
     model.write_bytes(retrained.read_bytes())
-    assert not stages.run_curation_stage(run, cfg, "quality").skipped
+    assert not runner.run_curation_stage(run, cfg, "quality").skipped
 
 
 def test_auc_interval_and_positive_rate_point():

@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import sys
-from dataforge import stages
+from dataforge import runner
 from dataforge.config import load_config
 cfg = load_config(sys.argv[1])
-run = stages.open_run(cfg, "resume-test")
-stages.record_result(run, stages.run_cot(run, cfg))
+run = runner.open_run(cfg, "resume-test")
+runner.record_result(run, runner.run_cot(run, cfg))
 print("DONE", flush=True)
 """
 

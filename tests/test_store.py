@@ -727,29 +727,29 @@ def test_curation_on_an_object_store_equals_local(tmp_path):
     """Heuristics and dedup (dedup in parts, as the flow's tasks run it) on an in-memory object
     store commit the same rows, bytes and checksums as on a local root; a hand-off export of the
     object-store run equals the local one."""
-    from dataforge import stages
+    from dataforge import runner
     from dataforge.config import parse_config
     from dataforge.export import export_table
 
     cfg = parse_config({"name": "t", "textbooks": {"enabled": False}, "shard_rows": 5})
-    assert stages.enabled_curation(cfg) == ["heuristics", "dedup"]
+    assert runner.enabled_curation(cfg) == ["heuristics", "dedup"]
     table = curation_input()
     local, remote = Run(tmp_path / "data", "r1"), Run(memory_fs(), "r1")
     for run in (local, remote):
-        io = stages._generation_io(run, cfg, "cot")
+        io = runner.generation_io(run, cfg, "cot")
         io.begin()
-        kept, rej = io.write_shard(0, table, stages.rejected_schema(table.schema).empty_table())
+        kept, rej = io.write_shard(0, table, runner.rejected_schema(table.schema).empty_table())
         io.commit(kept, rej, table.schema)
-        stages.run_curation_stage(run, cfg, "heuristics")
-    stages.run_whole(local, cfg, "dedup")  # apply_dedup in one process
-    io = stages.dedup_io(remote, cfg)  # the flow's tasks, one by one
+        runner.run_curation_stage(run, cfg, "heuristics")
+    runner.run_whole(local, cfg, "dedup")  # apply_dedup in one process
+    io = runner.dedup_io(remote, cfg)  # the flow's tasks, one by one
     io.begin()
-    paths = stages.curation_inputs(remote, cfg, "dedup")
+    paths = runner.curation_inputs(remote, cfg, "dedup")
     assert len(paths) > 1
-    parts = [stages.dedup_sign_shard(remote, cfg, p) for p in paths]
-    plan = stages.dedup_plan(remote, cfg, paths, parts)
-    per_band = [stages.dedup_band(plan, b) for b in range(stages.dedup_bands(cfg))]
-    stages.dedup_finish(remote, cfg, paths, plan, per_band, parts)
+    parts = [runner.dedup_sign_shard(remote, cfg, p) for p in paths]
+    plan = runner.dedup_plan(remote, cfg, paths, parts)
+    per_band = [runner.dedup_band(plan, b) for b in range(runner.dedup_bands(cfg))]
+    runner.dedup_finish(remote, cfg, paths, plan, per_band, parts)
 
     for stage in ("cot", "heuristics", "dedup"):
         assert remote.read(stage).equals(local.read(stage)), stage
@@ -759,7 +759,7 @@ def test_curation_on_an_object_store_equals_local(tmp_path):
     reasons = local.read_rejected("dedup").column("drop_reason").to_pylist()
     assert any(r.startswith("exact_duplicate_of:") for r in reasons)
     assert any(r.startswith("near_duplicate_of:") for r in reasons)
-    assert stages.curation_io(remote, cfg, "dedup").done()  # resumes: the commit is seen
+    assert runner.curation_io(remote, cfg, "dedup").done()  # resumes: the commit is seen
 
     out = {}
     for name, run in (("local", local), ("remote", remote)):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from dataforge import stages
+from dataforge import runner
 from dataforge.config import ConfigError, SynthesisConfig, load_config, parse_config
 from dataforge.generate.cot import verdict
 from dataforge.generate.seeds import Seed, seed_id
@@ -146,12 +146,12 @@ def test_cot_stage_with_question_synthesis(tmp_path):
             "cot": {"seeds": "seeds.jsonl", "samples_per_question": 4,
                     "synthesis": {"enabled": True, "questions_per_seed": 2}}}))
         cfg = load_config(cfg_path)
-        run = stages.open_run(cfg)
-        result = stages.run_cot(run, cfg)
+        run = runner.open_run(cfg)
+        result = runner.run_cot(run, cfg)
         sent = srv.chat_count
         # 8 synthesis requests; 4 seeds + 2 new questions, 4 samples each
         assert sent == 8 + (4 + 2) * 4
-        stages.run_cot(stages.open_run(cfg, run.run_id), cfg)
+        runner.run_cot(runner.open_run(cfg, run.run_id), cfg)
         assert srv.chat_count == sent
     kept = pq.read_table(run.stage_dir("cot")).to_pylist()
     rejected = pq.read_table(run.rejected_dir("cot")).to_pylist()

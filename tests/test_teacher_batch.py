@@ -19,7 +19,7 @@ import openai
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from dataforge import stages
+from dataforge import runner
 from dataforge.config import ConfigError, TeacherConfig, parse_config
 from dataforge.generate.textbooks import generate_textbooks, load_textbook_sources, plan_textbooks
 from dataforge.teacher import Completion, RequestCache, TeacherClient, TeacherError, request_key
@@ -600,8 +600,8 @@ def test_stage_runner_in_batch_mode_then_a_rerun_sends_nothing(srv: FakeOpenAI, 
         # the fake batch teacher echoes its prompt: a reply the gates drop as meta-talk
         "textbooks": {"topics": ["fractions", "magnets", "rivers"], "max_samples": 3, "gates": {"enabled": False}},
     })
-    run = stages.open_run(cfg, None)
-    result = stages.run_textbooks(run, cfg)
+    run = runner.open_run(cfg, None)
+    result = runner.run_textbooks(run, cfg)
     assert result.rows_kept == 3 and result.rows_dropped == 0
     assert result.teacher is not None and result.teacher["requests_sent"] == 3
     assert (srv.file_uploads, srv.batch_creations, srv.chat_count) == (1, 1, 0)
@@ -609,8 +609,8 @@ def test_stage_runner_in_batch_mode_then_a_rerun_sends_nothing(srv: FakeOpenAI, 
     assert state.status == "collected"
 
     requests_before = srv.count
-    run2 = stages.open_run(cfg, None)
-    result2 = stages.run_textbooks(run2, cfg)
+    run2 = runner.open_run(cfg, None)
+    result2 = runner.run_textbooks(run2, cfg)
     assert result2.rows_kept == 3 and result2.teacher is not None
     assert result2.teacher["cache_hits"] == 3 and result2.teacher["requests_sent"] == 0
     assert srv.count == requests_before

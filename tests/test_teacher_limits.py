@@ -546,10 +546,10 @@ def test_progress_status_column_renders():
     from rich.console import Console
     from rich.progress import BarColumn, Progress
 
-    from dataforge.progress import _StatusColumn
+    from dataforge.progress import StatusColumn
 
     out = io.StringIO()
-    with Progress(BarColumn(), _StatusColumn(lambda: "1,234 tok · $0.0100"),
+    with Progress(BarColumn(), StatusColumn(lambda: "1,234 tok · $0.0100"),
                   console=Console(file=out, width=100)) as p:
         p.advance(p.add_task("x", total=1))
     assert "1,234 tok · $0.0100" in out.getvalue()

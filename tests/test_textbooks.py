@@ -15,7 +15,7 @@ import pytest
 import yaml
 from fake_openai import FakeOpenAI
 
-from dataforge import stages, warehouse
+from dataforge import runner, warehouse
 from dataforge.config import DEFAULT_TAXONOMIES, ConfigError, PipelineConfig, TextbookConfig, load_config, parse_config
 from dataforge.curate.diversity_metrics import distinct_n, distinct_n_by
 from dataforge.generate.taxonomy import TaxonomyError, load_taxonomies, load_taxonomy, shipped_taxonomies
@@ -30,7 +30,7 @@ from dataforge.generate.textbooks import (
     textbook_messages,
 )
 from dataforge.records import make_sample, samples_to_table, with_drop
-from dataforge.stages import rejected_schema
+from dataforge.runner import rejected_schema
 from dataforge.store import Run, ShardWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -363,7 +363,7 @@ def section_responder(body: dict) -> str:
     return f"{opener}This is {words}. It explains one idea and works one example."
 
 
-def run_stage(tmp_path: Path, srv: FakeOpenAI, textbooks: dict) -> tuple[Run, stages.StageResult]:
+def run_stage(tmp_path: Path, srv: FakeOpenAI, textbooks: dict) -> tuple[Run, runner.StageResult]:
     cfg_path = write_yaml(tmp_path / "pipeline.yaml", {
         "name": "tb", "data_root": str(tmp_path / "data"), "seed": 100,
         "teacher": {"provider": "openai", "base_url": srv.base_url, "model": "fake-model", "max_attempts": 1,
@@ -371,9 +371,9 @@ def run_stage(tmp_path: Path, srv: FakeOpenAI, textbooks: dict) -> tuple[Run, st
         # these tests are about the plan and the rows; the gates have their own test below
         "textbooks": {"gates": {"enabled": False}, **textbooks}, "cot": {"enabled": False}})
     cfg = load_config(cfg_path)
-    run = stages.open_run(cfg)
-    result = stages.run_textbooks(run, cfg)
-    stages.record_result(run, result)
+    run = runner.open_run(cfg)
+    result = runner.run_textbooks(run, cfg)
+    runner.record_result(run, result)
     return run, result
 
 
@@ -472,7 +472,7 @@ def report_run(tmp_path):
     """Five planned cells: A and B reach the output; C is dropped by heuristics; D has A's exact
     text (the same id) and is dropped by dedup; E was never produced (the teacher failed)."""
     cfg = PipelineConfig(data_root=str(tmp_path / "data"), textbooks=TextbookConfig(topics=["x"]))
-    run = stages.open_run(cfg, "tb-report")
+    run = runner.open_run(cfg, "tb-report")
     A = tb("A", "the cat sat on the mat", "Math", "Algebra", "Linear", "kids", "story", "worked", "hA")
     B = tb("B", "The cat ran!", "Math", "Algebra", "Quadratic", "adults", "textbook", "worked", "hB")
     C = tb("C", "a dog barked loudly", "Science", "Energy", "Heat", "kids", "textbook", "exercises", "hC")
@@ -599,7 +599,7 @@ def test_pile_documents_as_passages_and_diversity_agreement(shared_data, tmp_pat
     texts = [d["contents"] for d in docs]
     sets = [d["metadata"]["pile_set_name"] for d in docs]
     rows = [make_sample("textbook", t, style=s, topic="pile") for t, s in zip(texts, sets)]
-    run = stages.open_run(PipelineConfig(data_root=str(tmp_path / "data"), textbooks=TextbookConfig(topics=["x"])),
+    run = runner.open_run(PipelineConfig(data_root=str(tmp_path / "data"), textbooks=TextbookConfig(topics=["x"])),
                           "pile")
     table = samples_to_table(rows)
     for stage in ("textbooks", "heuristics", "dedup"):

@@ -14,7 +14,7 @@ from dataforge import warehouse
 from dataforge.config import PipelineConfig
 from dataforge.export import export_table
 from dataforge.records import SAMPLE_SCHEMA, make_sample, samples_to_table, with_drop
-from dataforge.stages import StageResult, open_run, record_result, rejected_schema
+from dataforge.runner import StageResult, open_run, record_result, rejected_schema
 from dataforge.store import MANIFEST, TMP_PREFIX, Run, ShardWriter, read_manifest
 
 

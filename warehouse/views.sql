@@ -9,7 +9,7 @@
 CREATE OR REPLACE VIEW samples AS
 SELECT * FROM kept_rows;
 
--- The run's output: the kept rows of the last curation stage.
+-- The run's output: the kept rows of the final stage (the registry's rule: stages.is_final).
 CREATE OR REPLACE VIEW final AS
 SELECT * FROM kept_rows
 WHERE stage = (SELECT stage FROM stages WHERE is_final LIMIT 1);

@@ -19,7 +19,7 @@ Two implementations of one specification:
   a match), n-grams hashed to uint64 with numpy (a sum of per-word random values times
   per-position odd constants), looked up with ``searchsorted`` in the sorted index, and only
   candidate (sample, item) pairs are confirmed, by a compiled (numba) copy of difflib's
-  ``get_matching_blocks`` on word ids (:func:`_matched_words`; difflib took 70% of the scan).
+  ``get_matching_blocks`` on word ids (:func:`matched_words`; difflib took 70% of the scan).
 * :func:`reference_scan` — plain Python: tuples of words in a dict, then the same difflib
   confirmation. ``tests/test_decontam.py`` checks the two agree.
 
@@ -29,7 +29,7 @@ planted item by a few words but not by a whole item's length, and in a long samp
 window keeps difflib from collecting scattered common words ("the", "of", "how many") from all
 over a textbook chapter into a spurious half of the item.
 
-The stage is *sharded* (``dataforge.stages.SHARDED_STAGES``): each row is decided alone, so
+The stage is declared per shard (``scope="shard"`` in dataforge/stages/decontam.py): each row is decided alone, so
 shards fan out; the index is built once per process per benchmark set (:func:`index_for`,
 cached on the files' paths, sizes and modification times) — about 0.4 s for GSM8K test +
 MultiArith + SVAMP. Dropped rows carry ``contam_benchmark``, ``contam_item`` (the item's
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -57,8 +56,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from dataforge.config import BenchmarkSource, ConfigError, DecontamConfig, PipelineConfig
+from dataforge.config import BenchmarkSource, ConfigError, DecontamConfig, PipelineConfig, format_validation_error
 from dataforge.curate.dedup import normalize_for_dedup
+from dataforge.hashing import file_sha256
 from dataforge.records import with_drop
 from dataforge.tabular import InputError, read_text_table
 
@@ -339,7 +339,7 @@ def decontam_stage_inputs(cfg: PipelineConfig) -> dict | None:
     out = {}
     for b in cfg.decontam.benchmarks:
         p = cfg.resolve_path(b.path)
-        out[b.name] = hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else "missing"
+        out[b.name] = file_sha256(p) if p.exists() else "missing"
     return out
 
 
@@ -388,7 +388,7 @@ def _longest_match(a, b, alo, ahi, blo, bhi, prev, cur):  # pragma: no cover (co
 
 
 @njit(nogil=True, cache=True)
-def _matched_words(a, b, min_block):  # pragma: no cover (compiled)
+def matched_words(a, b, min_block):  # pragma: no cover (compiled)
     """``matched_fraction(a, b, min_block) * len(a)``: difflib's ``get_matching_blocks`` (recursive
     longest blocks, adjacent blocks merged) summed over blocks of at least ``min_block``."""
     la, lb = len(a), len(b)
@@ -434,7 +434,7 @@ def _confirm(item_tokens, item_offsets, doc_tokens, pair_item, lo, hi, min_block
     for p in range(len(pair_item)):
         a = item_tokens[item_offsets[pair_item[p]]: item_offsets[pair_item[p] + 1]]
         if len(a):
-            out[p] = _matched_words(a, doc_tokens[lo[p]: hi[p]], min_block) / len(a)
+            out[p] = matched_words(a, doc_tokens[lo[p]: hi[p]], min_block) / len(a)
     return out
 
 
@@ -620,7 +620,7 @@ def decontaminate(table: pa.Table, cfg: DecontamConfig, index: BenchmarkIndex,
 
 
 def apply_decontam(table: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, pa.Table]:
-    """The pipeline stage (``SHARDED_STAGES["decontam"]``)."""
+    """The pipeline stage (registered in dataforge/stages/decontam.py)."""
     return decontaminate(table, cfg.decontam, index_for(cfg))
 
 
@@ -645,8 +645,7 @@ def parse_benchmark_spec(spec: str) -> BenchmarkSource:
     try:
         return BenchmarkSource(name=name, path=path, format=fmt, text_field=text_field)
     except ValidationError as err:
-        e = err.errors()[0]
-        raise DecontamError(f"--benchmark {spec!r}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        raise DecontamError(f"--benchmark {spec!r}: " + "; ".join(format_validation_error(err))) from None
 
 
 def decontam_summary(kept: pa.Table, rejected: pa.Table) -> dict:

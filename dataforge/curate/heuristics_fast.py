@@ -1,5 +1,6 @@
 """The bulk path of the heuristic rules: the metrics of :mod:`dataforge.curate.heuristics` for a
-whole column of texts at once.
+whole column of texts at once. The rules, schemas and character sets come from
+:mod:`dataforge.curate.heuristics_rules`; this module does not import the reference.
 
 Lines, paragraphs and whitespace words are Arrow string kernels over the column (split into list
 arrays, trimmed, matched, counted) with per-document sums by ``np.bincount`` over the list parent
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataforge.config import C4Config, FineWebQualityConfig, HeuristicsConfig
-from dataforge.curate import heuristics as ref
+from dataforge.curate import heuristics_rules as rules
 from dataforge.curate import wordtok
 
 
@@ -32,14 +33,14 @@ def _re2_class(chars: str, negate: bool = False) -> str:
     return "[" + ("^" if negate else "") + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
 
-_WS = _re2_class(ref.WHITESPACE)
-_NOT_WS = _re2_class(ref.WHITESPACE, negate=True)
+_WS = _re2_class(rules.WHITESPACE)
+_NOT_WS = _re2_class(rules.WHITESPACE, negate=True)
 # str.splitlines() separators ("\r\n" first: one break)
 _SPLITLINES = "\r\n|" + _re2_class("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _BULLET = r"^(?:[•‣⁃◦▪▫●○■□►▸➢➤]|[-*+–](?:" + _WS + "|$))"
-_PUNCT_SYMBOLS = "".join(sorted(ref._punctuation_and_symbols()))
-_TERMINAL = pa.array(sorted(ref.TERMINAL_PUNCTUATION), pa.string())
-_POLICY = "|".join(re.escape(p) for p in ref.POLICY_SUBSTRINGS)
+_PUNCT_SYMBOLS = "".join(sorted(rules.punctuation_and_symbols()))
+_TERMINAL = pa.array(sorted(rules.TERMINAL_PUNCTUATION), pa.string())
+_POLICY = "|".join(re.escape(p) for p in rules.POLICY_SUBSTRINGS)
 
 
 class _Lists:
@@ -92,7 +93,7 @@ def _ratio(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 
 
 def _strip(values: pa.Array) -> pa.Array:
-    return pc.utf8_trim(values, characters=ref.WHITESPACE)
+    return pc.utf8_trim(values, characters=rules.WHITESPACE)
 
 
 def _scatter(values: dict[str, np.ndarray], schema: pa.Schema, rows: np.ndarray, n: int) -> pa.Table:
@@ -300,11 +301,12 @@ def _gopher_quality(arr: pa.Array, stop_words: Sequence[str]) -> dict[str, np.nd
 
 
 def _gopher_quality_datatrove(arr: pa.Array, tokens: _Tokens, stop_words: Sequence[str]) -> dict[str, np.ndarray]:
-    """:func:`heuristics._text_metrics_datatrove` in bulk: per-token flags are computed once per
+    """The Gopher quality metrics with ``definitions="datatrove"`` (the reference:
+    :func:`heuristics.gopher_quality_metrics`) in bulk: per-token flags are computed once per
     distinct token (``tokens.vocab``) and summed per document."""
     n = len(arr)
     vocab, ids = tokens.vocab, tokens.ids
-    punct, stop_set = ref.DATATROVE_PUNCTUATION, frozenset(stop_words)
+    punct, stop_set = rules.DATATROVE_PUNCTUATION, frozenset(stop_words)
     word = np.fromiter((any(ch not in punct for ch in t) for t in vocab), np.bool_, len(vocab))[ids]
     alpha = np.fromiter((any(ch.isalpha() for ch in t) for t in vocab), np.bool_, len(vocab))[ids]
     stop = np.fromiter((t in stop_set for t in vocab), np.bool_, len(vocab))[ids]
@@ -319,9 +321,9 @@ def _gopher_quality_datatrove(arr: pa.Array, tokens: _Tokens, stop_words: Sequen
     no_tail = _bools(pc.is_in(last, value_set=pa.array(list("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")))) | \
         (_np(pc.utf8_length(arr)) == 0)
     n_lines = lines.per_doc() - no_tail
-    left = pc.utf8_ltrim(lines.values, characters=ref.WHITESPACE)
+    left = pc.utf8_ltrim(lines.values, characters=rules.WHITESPACE)
     bullet = _bools(pc.starts_with(left, "•")) | _bools(pc.starts_with(left, "-"))
-    right = pc.utf8_rtrim(lines.values, characters=ref.WHITESPACE)
+    right = pc.utf8_rtrim(lines.values, characters=rules.WHITESPACE)
     ellipsis = _bools(pc.ends_with(right, "...")) | _bools(pc.ends_with(right, "…"))
     return {
         "heur_n_words": n_words.astype(np.int32),
@@ -348,12 +350,12 @@ def _gopher_repetition(arr: pa.Array, tokens: _Tokens) -> dict[str, np.ndarray]:
     out["heur_dup_para_frac"], out["heur_dup_para_char_frac"] = _dup_fracs(paras, n_chars)
     lines = _Lists(pc.split_pattern_regex(arr, r"\n+"), n)
     out["heur_dup_line_frac"], out["heur_dup_line_char_frac"] = _dup_fracs(lines, n_chars)
-    top_ns = np.array(ref.TOP_NGRAMS, np.int64)
-    dup_ns = np.array(ref.DUP_NGRAMS, np.int64)
-    top, dup = _ngram_chars(tokens.ids, tokens.lens, tokens.offsets, top_ns, dup_ns, int(max(ref.DUP_NGRAMS)))
-    for t, k in enumerate(ref.TOP_NGRAMS):
+    top_ns = np.array(rules.TOP_NGRAMS, np.int64)
+    dup_ns = np.array(rules.DUP_NGRAMS, np.int64)
+    top, dup = _ngram_chars(tokens.ids, tokens.lens, tokens.offsets, top_ns, dup_ns, int(max(rules.DUP_NGRAMS)))
+    for t, k in enumerate(rules.TOP_NGRAMS):
         out[f"heur_top_{k}_gram_char_frac"] = _ratio(top[t], n_chars)
-    for t, k in enumerate(ref.DUP_NGRAMS):
+    for t, k in enumerate(rules.DUP_NGRAMS):
         out[f"heur_dup_{k}_gram_char_frac"] = _ratio(dup[t], n_chars)
     return out
 
@@ -399,7 +401,7 @@ def _c4(arr: pa.Array, cfg: C4Config) -> tuple[dict[str, np.ndarray], list[str]]
         if cfg.remove_citations else stripped
     if cfg.filter_no_terminal_punct:
         ends = np.zeros(m, bool)
-        for p in ref.C4_END_PUNCTUATION:
+        for p in rules.C4_END_PUNCTUATION:
             ends |= _bools(pc.ends_with(line, p))
         gone |= ~ends | _bools(pc.ends_with(line, "..."))
     if cfg.min_words_per_line is not None:
@@ -447,15 +449,15 @@ def bulk_metrics(texts: Sequence[str | None], cfg: HeuristicsConfig) -> tuple[di
     if gq.enabled:
         values = _gopher_quality_datatrove(arr, tokens, gq.stop_words) if datatrove_gq \
             else _gopher_quality(arr, gq.stop_words)
-        out["gopher_quality"] = _scatter(values, ref.METRICS_SCHEMA, rows, n)
+        out["gopher_quality"] = _scatter(values, rules.METRICS_SCHEMA, rows, n)
     if cfg.gopher_repetition.enabled:
-        out["gopher_repetition"] = _scatter(_gopher_repetition(arr, tokens), ref.GOPHER_REPETITION_SCHEMA, rows, n)
+        out["gopher_repetition"] = _scatter(_gopher_repetition(arr, tokens), rules.GOPHER_REPETITION_SCHEMA, rows, n)
     if cfg.c4.enabled:
         values, c4_cleaned = _c4(arr, cfg.c4)
-        out["c4"] = _scatter(values, ref.C4_SCHEMA, rows, n)
+        out["c4"] = _scatter(values, rules.C4_SCHEMA, rows, n)
         if cfg.c4.clean_lines:
             for i, text in zip(rows.tolist(), c4_cleaned):
                 cleaned[i] = text
     if cfg.fineweb_quality.enabled:
-        out["fineweb_quality"] = _scatter(_fineweb(arr, tokens, cfg.fineweb_quality), ref.FINEWEB_SCHEMA, rows, n)
+        out["fineweb_quality"] = _scatter(_fineweb(arr, tokens, cfg.fineweb_quality), rules.FINEWEB_SCHEMA, rows, n)
     return out, cleaned

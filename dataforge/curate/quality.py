@@ -2,7 +2,11 @@
 
 A *scorer* adds ``quality_score`` and ``quality_model``; the *cut* (a threshold or a top
 fraction) is a separate, cheap step on the score column, so re-cutting never re-scores
-(dolma's attributes beside immutable documents are the model; DESIGN.md "Stages").
+(dolma's attributes beside immutable documents are the model; DESIGN.md "Stages"). In a
+pipeline the stage keeps every score it computes in a :class:`ScoreCache` (beside the teacher's
+request cache), keyed by the model file's sha256, the scoring code and each text's hash -- not
+by the cut -- so a run whose only change is the cut reads the scores back and applies the new
+cut without loading the model.
 
 ``quality_score`` is:
 
@@ -37,6 +41,7 @@ import logging
 import math
 import os
 import unicodedata
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +50,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from dataforge.errors import DataforgeError
+from dataforge.hashing import file_sha256
 from dataforge.records import with_drop
 
 if TYPE_CHECKING:
@@ -109,16 +117,8 @@ def normalize_text_reference(text: str) -> str:
 
 # --- models ----------------------------------------------------------------------------------
 
-class QualityError(ValueError):
+class QualityError(DataforgeError, ValueError):
     """A problem with a quality model or its use (missing file, unknown labels, bad cut)."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -136,11 +136,11 @@ class QualityModel:
     @property
     def tag(self) -> str:
         """``quality_model`` value: the model's name and the start of its file hash."""
-        return f"{self.name}@{self.sha256[:12]}"
+        return model_tag(self.name, self.sha256)
 
     @property
     def max_score(self) -> float:
-        return 1.0 if self.kind == "binary" else float(max(RATINGS))
+        return max_score_of(self.kind)
 
     def predict_lines(self, lines: list[str]) -> np.ndarray:
         """Scores of already-normalised one-line texts: one ``model.predict`` call for all of
@@ -168,6 +168,31 @@ class QualityModel:
         return sum(int(lab) * p for lab, p in by_label.items()) / total
 
 
+def model_tag(name: str, sha256: str) -> str:
+    """``quality_model`` value: a model's name and the start of its file hash."""
+    return f"{name}@{sha256[:12]}"
+
+
+def max_score_of(kind: str) -> float:
+    """The highest score a model of ``kind`` gives: 1 (binary) or 5 (rating)."""
+    return 1.0 if kind == "binary" else float(max(RATINGS))
+
+
+def model_name(path: str) -> str:
+    """A model's name: the ``name`` of the ``card.json`` beside it, else the file's stem (its
+    folder's name for ``model.ftz`` / ``model.bin``)."""
+    card = Path(path).with_name("card.json")
+    name = Path(path).stem
+    if card.exists():
+        try:
+            name = json.loads(card.read_text()).get("name") or name
+        except (OSError, json.JSONDecodeError):
+            pass
+    if name in ("model",):
+        name = Path(path).parent.name
+    return name
+
+
 def kind_of_labels(labels: Sequence[str], path: str) -> tuple[str, np.ndarray]:
     if set(labels) <= {"0", "1"} and len(labels) == 2:
         return "binary", np.array([int(x) for x in labels], np.float64)
@@ -187,25 +212,27 @@ def _load(path: str, mtime_ns: int, size: int) -> QualityModel:
         raise QualityError(f"{path}: not a fastText model: {err}") from None
     labels = tuple(lab.removeprefix(LABEL_PREFIX) for lab in model.get_labels())
     kind, values = kind_of_labels(labels, path)
-    card = Path(path).with_name("card.json")
-    name = Path(path).stem
-    if card.exists():
-        try:
-            name = json.loads(card.read_text()).get("name") or name
-        except (OSError, json.JSONDecodeError):
-            pass
-    if name in ("model",):
-        name = Path(path).parent.name
-    return QualityModel(path, model, kind, labels, values, name, file_sha256(path))
+    return QualityModel(path, model, kind, labels, values, model_name(path), _cached_sha256(path, mtime_ns, size))
 
 
-def load_quality_model(path: str | os.PathLike) -> QualityModel:
-    """Load (once per process, again when the file changes) a fastText classifier."""
+def _model_file(path: str | os.PathLike) -> tuple[str, int, int]:
+    """The resolved path of a model file, its mtime (ns) and size; QualityError when missing."""
     p = Path(path)
     if not p.is_file():
         raise QualityError(f"{p}: quality model not found (train one with `dataforge classifier train`)")
     st = p.stat()
-    return _load(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return str(p.resolve()), st.st_mtime_ns, st.st_size
+
+
+def load_quality_model(path: str | os.PathLike) -> QualityModel:
+    """Load (once per process, again when the file changes) a fastText classifier."""
+    return _load(*_model_file(path))
+
+
+def model_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a model file without loading the model (hashed again only when the file
+    changes); QualityError when missing."""
+    return _cached_sha256(*_model_file(path))
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -232,20 +259,136 @@ def score_table(table: pa.Table, model: QualityModel, apply_to: Sequence[str] | 
     """``table`` with ``quality_score`` (float64) and ``quality_model`` (string) added; rows
     whose ``kind`` is not in ``apply_to`` (when the table has a ``kind`` column and
     ``apply_to`` is given) get nulls in both."""
+    scores = score_texts(model, texts_to_score(table, apply_to), batch_rows, on_batch)
+    return with_scores(table, scores, model.tag)
+
+
+def texts_to_score(table: pa.Table, apply_to: Sequence[str] | None = None) -> pa.ChunkedArray:
+    """The ``text`` column with nulls for the rows whose ``kind`` is not in ``apply_to`` (when
+    both are there): the texts :func:`score_table` scores."""
     if "text" not in table.column_names:
         raise QualityError(f"no 'text' column to score (columns: {', '.join(table.column_names)})")
     texts = table.column("text")
     if apply_to is not None and "kind" in table.column_names:
         applies = pc.fill_null(pc.is_in(table.column("kind"), value_set=pa.array(list(apply_to), pa.string())), False)
         texts = pc.if_else(applies, texts, pa.scalar(None, texts.type))
-    scores = score_texts(model, texts, batch_rows, on_batch)
+    return texts
+
+
+def with_scores(table: pa.Table, scores: np.ndarray, tag: str) -> pa.Table:
+    """``table`` with ``quality_score`` (float64; null where ``scores`` is NaN) and ``quality_model``
+    (``tag`` on the scored rows) added, replacing earlier ones."""
     scored = ~np.isnan(scores)
-    names = pa.array(np.where(scored, model.tag, None).tolist(), pa.string()) if len(scores) else pa.array([], pa.string())
+    names = pa.array(np.where(scored, tag, None).tolist(), pa.string()) if len(scores) else pa.array([], pa.string())
     for col in (SCORE_COLUMN, MODEL_COLUMN):
         if col in table.column_names:
             table = table.drop_columns([col])
     table = table.append_column(SCORE_COLUMN, pa.array(scores, pa.float64(), mask=~scored))
     return table.append_column(MODEL_COLUMN, names)
+
+
+# --- the score cache -------------------------------------------------------------------------
+
+SCORING_VERSION = 1
+"""Increase it when the code changes the score of a (model file, text) pair (e.g. how
+:meth:`QualityModel.predict_lines` turns probabilities into a score): that starts a new cache."""
+# what decides a score besides the model's bytes: the scoring code and the normalisation rule
+SCORING_KEY = hashlib.sha256(f"{SCORING_VERSION}\x00{_PUNCT}\x00{_SPACES}".encode()).hexdigest()[:12]
+
+
+def text_hashes(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The score cache's key of each text: blake2b-128 of its UTF-8 bytes (null for a null text)."""
+    return pa.array([None if t is None else hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16)
+                     .digest() for t in texts.to_pylist()], pa.binary(16))
+
+
+class ScoreCache:
+    """The scores computed so far, one Parquet file per model and scoring code:
+    ``<directory>/<model sha256>-<SCORING_KEY>.parquet`` with ``text_hash`` (:func:`text_hashes`)
+    and ``score``, and the model's kind (binary / rating) in the file's metadata.
+
+    Nothing about the cut or the batch size is in the key, so a new cut finds every score. A
+    file is replaced atomically (written beside it, then renamed); two runs adding at once may
+    lose one's additions, which are scored again next time. A file that cannot be read counts
+    as empty. Deleting the directory only costs re-scoring."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def path(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}-{SCORING_KEY}.parquet"
+
+    def read(self, sha256: str) -> tuple[pa.Table | None, str | None]:
+        """The cached (text_hash, score) table of a model and its kind; (None, None) if none."""
+        p = self.path(sha256)
+        if not p.is_file():
+            return None, None
+        try:
+            table = pq.read_table(p)
+            kind = (table.schema.metadata or {}).get(b"kind", b"").decode()
+            if kind not in ("binary", "rating") or table.column_names != ["text_hash", "score"]:
+                raise ValueError(f"unexpected contents (kind {kind!r}, columns {table.column_names})")
+        except (OSError, ValueError, pa.ArrowException) as err:
+            log.warning("%s: unreadable quality score cache (%s); scoring again", p, err)
+            return None, None
+        return table.replace_schema_metadata(None), kind
+
+    def lookup(self, sha256: str, hashes: pa.Array) -> tuple[np.ndarray, str | None, pa.Table | None]:
+        """The cached score of each hash (NaN: not cached, or a null hash), the model's kind
+        (None: nothing cached) and the cached table (for :meth:`add`)."""
+        scores = np.full(len(hashes), np.nan)
+        cached, kind = self.read(sha256)
+        if cached is not None and cached.num_rows and len(hashes):
+            pos = pc.index_in(hashes, value_set=cached.column("text_hash").combine_chunks())
+            found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+            scores[found] = cached.column("score").to_numpy()[pc.drop_null(pos).to_numpy()]
+        return scores, kind, cached
+
+    def add(self, sha256: str, kind: str, hashes: pa.Array, scores: np.ndarray, cached: pa.Table | None = None) -> None:
+        """Write the cache of a model again with these (hash, score) pairs added to ``cached``."""
+        new = pa.table({"text_hash": hashes.cast(pa.binary(16)), "score": pa.array(scores, pa.float64())})
+        if cached is not None and cached.num_rows:
+            new = pa.concat_tables([cached.cast(new.schema), new])
+        new = new.replace_schema_metadata({"kind": kind, "scoring_version": str(SCORING_VERSION)})
+        self.directory.mkdir(parents=True, exist_ok=True)
+        p = self.path(sha256)
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            pq.write_table(new, tmp)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def score_with_cache(table: pa.Table, qcfg: QualityConfig, model_path: str | os.PathLike, cache: ScoreCache,
+                     on_batch: Callable[[int], None] | None = None) -> pa.Table:
+    """:func:`score_table` with the model at ``model_path``, reading the scores of texts scored
+    before from ``cache`` and adding the new ones: the model is loaded only when some text has
+    no cached score (or nothing is cached for it yet, to learn its kind); each distinct new text
+    is scored once. Checks the cut against the model's highest score, as :func:`apply_quality`."""
+    path, mtime_ns, size = _model_file(model_path)
+    sha = _cached_sha256(path, mtime_ns, size)
+    texts = texts_to_score(table, qcfg.apply_to)
+    hashes = text_hashes(texts)
+    scores, kind, cached = cache.lookup(sha, hashes)
+    todo = np.flatnonzero(hashes.is_valid().to_numpy(zero_copy_only=False) & np.isnan(scores))
+    model = _load(path, mtime_ns, size) if len(todo) or kind is None else None
+    if model is not None:
+        kind = model.kind
+    assert kind is not None
+    check_cut(qcfg, kind, path)
+    if model is not None and len(todo):
+        keys = hashes.to_pylist()
+        first: dict[bytes, int] = {}
+        for i in todo.tolist():
+            first.setdefault(keys[i], i)
+        rows = np.fromiter(first.values(), np.int64, len(first))
+        texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+        new = score_texts(model, texts.take(pa.array(rows)), qcfg.batch_rows, on_batch)
+        by_hash = dict(zip(first, new.tolist()))
+        scores[todo] = [by_hash[keys[i]] for i in todo.tolist()]
+        cache.add(sha, kind, hashes.take(pa.array(rows)), new, cached)
+    return with_scores(table, scores, model_tag(model_name(path), sha))
 
 
 # --- the cut ---------------------------------------------------------------------------------
@@ -312,18 +455,25 @@ def cut_scores_reference(rows: list[dict], threshold: float | None = None, top_f
 
 # --- the pipeline stage ----------------------------------------------------------------------
 
-def check_cut_for_model(qcfg: QualityConfig, model: QualityModel) -> None:
-    if qcfg.cut is not None and qcfg.cut.threshold is not None and qcfg.cut.threshold > model.max_score:
-        raise QualityError(f"quality.cut.threshold: {qcfg.cut.threshold} is above {model.max_score:g}, the highest "
-                           f"score of the {model.kind} model {model.path}")
+def check_cut(qcfg: QualityConfig, kind: str, model_path: str) -> None:
+    """QualityError when the cut's threshold is above the highest score of a ``kind`` model."""
+    top = max_score_of(kind)
+    if qcfg.cut is not None and qcfg.cut.threshold is not None and qcfg.cut.threshold > top:
+        raise QualityError(f"quality.cut.threshold: {qcfg.cut.threshold} is above {top:g}, the highest "
+                           f"score of the {kind} model {model_path}")
 
 
 def apply_quality(table: pa.Table, qcfg: QualityConfig, model_path: str | os.PathLike,
-                  on_batch: Callable[[int], None] | None = None) -> tuple[pa.Table, pa.Table]:
-    """Score ``table`` with the model at ``model_path``, then cut (when ``qcfg.cut`` is set)."""
-    model = load_quality_model(model_path)
-    check_cut_for_model(qcfg, model)
-    scored = score_table(table, model, qcfg.apply_to, qcfg.batch_rows, on_batch)
+                  on_batch: Callable[[int], None] | None = None,
+                  cache: ScoreCache | None = None) -> tuple[pa.Table, pa.Table]:
+    """Score ``table`` with the model at ``model_path`` (through ``cache`` when given:
+    :func:`score_with_cache`), then cut (when ``qcfg.cut`` is set)."""
+    if cache is not None:
+        scored = score_with_cache(table, qcfg, model_path, cache, on_batch)
+    else:
+        model = load_quality_model(model_path)
+        check_cut(qcfg, model.kind, model.path)
+        scored = score_table(table, model, qcfg.apply_to, qcfg.batch_rows, on_batch)
     if qcfg.cut is None:
         return scored, with_drop(scored.slice(0, 0), STAGE, [])
     return cut_scores(scored, qcfg.cut.threshold, qcfg.cut.top_fraction)
@@ -338,8 +488,15 @@ def model_path_of(cfg: PipelineConfig) -> Path:
 def apply_quality_stage(table: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, pa.Table]:
     """The ``quality`` stage of a pipeline (a whole-table stage: ``top_fraction`` needs every
     score of the run, and one core scores about 7,000-13,000 rows a second, so fanning shards
-    out would save little; benchmarks/RESULTS.md)."""
-    return apply_quality(table, cfg.quality, model_path_of(cfg))
+    out would save little; benchmarks/RESULTS.md). Scores go through the run's score cache
+    (:func:`score_cache_of`), so re-running the stage after changing only the cut re-cuts the
+    cached scores without loading the model."""
+    return apply_quality(table, cfg.quality, model_path_of(cfg), cache=score_cache_of(cfg))
+
+
+def score_cache_of(cfg: PipelineConfig) -> ScoreCache:
+    """The pipeline's quality score cache: ``quality_scores/`` beside the teacher's request cache."""
+    return ScoreCache(cfg.teacher_cache_dir() / "quality_scores")
 
 
 def quality_stage_inputs(cfg: PipelineConfig) -> dict | None:
@@ -350,8 +507,7 @@ def quality_stage_inputs(cfg: PipelineConfig) -> dict | None:
     p = model_path_of(cfg)
     if not p.is_file():
         return {"model_sha256": None}
-    st = p.stat()
-    return {"model_sha256": _cached_sha256(str(p.resolve()), st.st_mtime_ns, st.st_size)}
+    return {"model_sha256": model_sha256(p)}
 
 
 @functools.lru_cache(maxsize=16)

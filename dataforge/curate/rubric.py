@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataforge.errors import DataforgeError
 from dataforge.records import with_drop
 from dataforge.teacher import TeacherClient, TeacherError, parse_structured
 
@@ -40,8 +41,8 @@ class RubricRating(BaseModel):
     score: int = Field(ge=0, le=5)
 
 
-class RubricError(ValueError):
-    pass
+class RubricError(DataforgeError, ValueError):
+    """A rubric file that cannot be used (missing, or without the {text} placeholder)."""
 
 
 def load_rubric(path: str | Path | None = None) -> str:

@@ -257,6 +257,11 @@ def _plain(text: str) -> str:
     return " ".join(out)
 
 
+def word_tokens(text: str) -> list[str]:
+    """The words and numbers of a text's prose, as :func:`reading_grade` counts them."""
+    return _TOKEN.findall(_ABBREV.sub(lambda m: m.group(0)[:-1], _plain(text)))
+
+
 def text_counts(text: str) -> tuple[int, int, int]:
     """(sentences, words, syllables) of a text, as :func:`reading_grade` counts them."""
     plain = _ABBREV.sub(lambda m: m.group(0)[:-1], _plain(text))

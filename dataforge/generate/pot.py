@@ -283,7 +283,7 @@ def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
               (resource.RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
               (resource.RLIMIT_CORE, 0, 0),
               (resource.RLIMIT_NOFILE, 64, 64)]
-    settings = [(which, *_clamp(soft, hard, resource.getrlimit(which)[1])) for which, soft, hard in wanted]
+    settings = [(which, *clamp_limits(soft, hard, resource.getrlimit(which)[1])) for which, soft, hard in wanted]
     is_root = os.geteuid() == 0
 
     def apply() -> None:
@@ -297,7 +297,8 @@ def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
     return apply
 
 
-def _clamp(soft: int, hard: int, current_hard: int) -> tuple[int, int]:
+def clamp_limits(soft: int, hard: int, current_hard: int) -> tuple[int, int]:
+    """(soft, hard) lowered to the hard limit already in force, which a process cannot raise."""
     if current_hard == resource.RLIM_INFINITY:
         return soft, hard
     return min(soft, current_hard), min(hard, current_hard)

@@ -30,7 +30,6 @@ problem with a number as its answer, so only numeric seeds are used as parents).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -194,12 +193,3 @@ def consensus_verdict(row: dict, min_agreement: float) -> str | None:
     if agreement < min_agreement:
         return f"weak_agreement({agreement:.2f}<{min_agreement})"
     return None
-
-
-def synth_digest(seeds: Sequence[Seed]) -> str:
-    """A short digest of the synthesized questions (recorded in run.json)."""
-    h = hashlib.sha256()
-    for s in seeds:
-        h.update(s.question.encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:16]

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from dataforge.config import ConfigError, TextbookConfig
 from dataforge.curate.diversity_metrics import distinct_n
+from dataforge.hashing import file_sha256
 from dataforge.tabular import PARQUET_ERRORS, Quarantined, decode_field_names, iter_json_lines
 from dataforge.generate.taxonomy import LoadedTaxonomy, TopicUnit, inline_units, load_taxonomies
 from dataforge.generate.textbook_prompts import (
@@ -201,14 +202,6 @@ def _unit_source(u: TopicUnit | Passage) -> str:
     return u.source if isinstance(u, TopicUnit) else f"{u.source} line {u.line}"
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_textbook_sources(cfg: TextbookConfig, resolve_path: Callable[[str], Path]) -> TextbookSources:
     """Resolve a textbook config: load its taxonomies and passages (paths resolved like every
     path in the config file) and the descriptions of its audiences, styles and formats."""
@@ -221,7 +214,7 @@ def load_textbook_sources(cfg: TextbookConfig, resolve_path: Callable[[str], Pat
         passage_file = resolve_path(cfg.passages)
         passages, quarantined = load_passages(passage_file, cfg.passage_field, cfg.passage_id_field,
                                               cfg.max_passage_chars)
-        passage_sha = _sha256_file(passage_file)
+        passage_sha = file_sha256(passage_file)
         units += passages
     return TextbookSources(
         units=units,

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from dataforge.generate.answers import (ANSWER_TYPES, Choice, answers_match, extract_answer, infer_answer_type,
                                         parse_gold, parse_options)
 from dataforge import tabular
+from dataforge.errors import DataforgeError
 from dataforge.generate import steps
 from dataforge.tabular import Quarantined, write_quarantine
 
@@ -53,7 +54,7 @@ OUTPUT_SCHEMA = pa.schema([
 ])
 
 
-class VerifyError(ValueError):
+class VerifyError(DataforgeError, ValueError):
     """A problem with the whole input (unreadable, wrong columns, unknown output format)."""
 
 

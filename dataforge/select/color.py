@@ -156,5 +156,5 @@ def apply_color(table: pa.Table, cfg: ColorConfig, slm: SlmConfig, seed: int = 0
 
 
 def apply_color_stage(table: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, pa.Table]:
-    """``WHOLE_STAGES["color"]``: the pipeline's color section, its slm section and seed."""
+    """The ``color`` stage (dataforge/stages/color.py): the pipeline's color section, its slm section and seed."""
     return apply_color(table, cfg.color, cfg.slm, cfg.seed, cfg.resolve_path)

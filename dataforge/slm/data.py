@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataforge.slm.tokenizer import encode_batch
-from dataforge.tabular import JSONL_SUFFIXES, InputError, read_text_table
+from dataforge.tabular import InputError, read_text_table
 
 def _column_batches(table: pa.Table, column: str, batch_rows: int) -> Iterator[list[str]]:
     if column not in table.column_names:

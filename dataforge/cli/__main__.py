@@ -1,0 +1,3 @@
+from dataforge.cli.main import main
+
+main()
