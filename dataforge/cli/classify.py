@@ -270,9 +270,9 @@ def classify_command(
     scored. Malformed JSON lines go to quarantine.jsonl.
     """
     from dataforge.config import ConfigError, QualityConfig, load_config
-    from dataforge.curate.quality import QualityError, apply_quality
+    from dataforge.cli.standalone import read_input, run_on_file
+    from dataforge.curate.quality import apply_quality
     from dataforge.progress import progress_bar
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
     try:
         pcfg = load_config(config) if config else None
@@ -290,22 +290,22 @@ def classify_command(
     if batch_rows is not None:
         data["batch_rows"] = batch_rows
     qcfg = common.section(QualityConfig, data, {}, "quality")
-    try:
-        table, quarantined = read_text_table(input, text_column)
-        if table.num_rows == 0 and quarantined:
-            fail(f"{input}: all {len(quarantined)} rows were quarantined (line {quarantined[0].line}: "
-                  f"{quarantined[0].reason}); is the text column {text_column!r}? (--text-column)")
+    table, quarantined = read_input(input, text_column)
+    if table.num_rows == 0 and quarantined:
+        fail(f"{input}: all {len(quarantined)} rows were quarantined (line {quarantined[0].line}: "
+             f"{quarantined[0].reason}); is the text column {text_column!r}? (--text-column)")
+
+    def apply(table):
         with progress_bar(f"quality score ({qcfg.batch_rows} rows a batch)",
                           max(1, math.ceil(table.num_rows / qcfg.batch_rows))) as advance:
-            kept, rejected = apply_quality(table, qcfg, qcfg.model, on_batch=lambda n: advance())
-    except (InputError, QualityError) as err:
-        fail(str(err))
-    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+            return apply_quality(table, qcfg, qcfg.model, on_batch=lambda n: advance())
+
+    kept, rejected, quarantined = run_on_file(input, out, text_column, apply, rows=(table, quarantined))
     scores = kept.column("quality_score").to_numpy(zero_copy_only=False)
     cut = ("no cut" if qcfg.cut is None else f"threshold {qcfg.cut.threshold}" if qcfg.cut.threshold is not None
            else f"top fraction {qcfg.cut.top_fraction}")
     mean_kept = f"{float(scores[~_isnan(scores)].mean()):.3f}" if len(scores) and (~_isnan(scores)).any() else "n/a"
-    typer.echo(f"scored {table.num_rows} rows with {qcfg.model} ({cut}): kept {kept.num_rows} (mean score {mean_kept}), "
+    typer.echo(f"scored {kept.num_rows + rejected.num_rows} rows with {qcfg.model} ({cut}): kept {kept.num_rows} (mean score {mean_kept}), "
           f"dropped {rejected.num_rows}, quarantined {len(quarantined)} -> {out}")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from dataforge.cli.common import console, fail, load
+from dataforge.cli.standalone import run_on_file
 
 FAMILY_HELP = ("Rule families to run, comma-separated, in any of: gopher_quality, gopher_repetition, c4, "
                "fineweb_quality, or all [default: those the config enables; without --config: gopher_quality]")
@@ -39,7 +40,6 @@ def filter_command(
     from dataforge.config import HeuristicsConfig
     from dataforge.curate.heuristics import FAMILY_NAMES, RULE_NAMES, apply_heuristics, heuristics_summary
     from dataforge.progress import progress_bar
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
     base = load(config).heuristics if config else HeuristicsConfig()
     data = base.model_dump()
@@ -57,38 +57,33 @@ def filter_command(
     cfg = HeuristicsConfig.model_validate(data)
     if not any(getattr(cfg, f).enabled for f in FAMILY_NAMES):
         fail("no rule family enabled: name some with --rules")
-    try:
-        table, quarantined = read_text_table(input_file, text_column)
-    except InputError as e:
-        fail(str(e))
 
-    # every row is checked as a "document"; a column of the file named kind comes back unchanged
-    n = table.num_rows
-    own_kind = table.column("kind") if "kind" in table.column_names else None
-    if own_kind is not None:
-        table = table.drop_columns(["kind"])
-    table = table.append_column("_row", pa.array(range(n), pa.int64()))
-    table = table.append_column("kind", pa.array(["document"] * n, pa.string()))
-    kept_parts, rejected_parts = [], []
-    steps = max(1, -(-n // batch_rows))
-    with progress_bar(f"filter {input_file.name}", steps) as advance:
-        for start in range(0, max(n, 1), batch_rows):
-            kept, rejected = apply_heuristics(table.slice(start, batch_rows), cfg)
-            kept_parts.append(kept)
-            rejected_parts.append(rejected)
-            advance()
-    kept = pa.concat_tables(kept_parts)
-    rejected = pa.concat_tables(rejected_parts)
-
-    def restore(t: pa.Table) -> pa.Table:
-        rows = t.column("_row")
-        t = t.drop_columns(["_row", "kind", "heur_checked"])
+    def apply(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        # every row is checked as a "document"; a column of the file named kind comes back unchanged
+        n = table.num_rows
+        own_kind = table.column("kind") if "kind" in table.column_names else None
         if own_kind is not None:
-            t = t.append_column("kind", own_kind.take(rows))
-        return t
+            table = table.drop_columns(["kind"])
+        table = table.append_column("_row", pa.array(range(n), pa.int64()))
+        table = table.append_column("kind", pa.array(["document"] * n, pa.string()))
+        kept_parts, rejected_parts = [], []
+        with progress_bar(f"filter {input_file.name}", max(1, -(-n // batch_rows))) as advance:
+            for start in range(0, max(n, 1), batch_rows):
+                kept, rejected = apply_heuristics(table.slice(start, batch_rows), cfg)
+                kept_parts.append(kept)
+                rejected_parts.append(rejected)
+                advance()
 
-    kept, rejected = restore(kept), restore(rejected)
-    write_kept_rejected(out, kept, rejected, quarantined, text_column)
+        def restore(t: pa.Table) -> pa.Table:
+            rows = t.column("_row")
+            t = t.drop_columns(["_row", "kind", "heur_checked"])
+            if own_kind is not None:
+                t = t.append_column("kind", own_kind.take(rows))
+            return t
+
+        return restore(pa.concat_tables(kept_parts)), restore(pa.concat_tables(rejected_parts))
+
+    kept, rejected, quarantined = run_on_file(input_file, out, text_column, apply)
     s = heuristics_summary(kept, rejected)
     families = ", ".join(f for f in FAMILY_NAMES if getattr(cfg, f).enabled)
     console.print(f"rows {s['rows']}, kept {s['kept']}, dropped {s['dropped']} ({families}), quarantined "

@@ -33,12 +33,14 @@ def read_input(input_file: Path, text_column: str = "text", keep_columns: bool =
         fail(str(e))
 
 
-def run_on_file(input_file: Path, out: Path, text_column: str, apply: Apply
+def run_on_file(input_file: Path, out: Path, text_column: str, apply: Apply,
+                rows: tuple[pa.Table, list[Quarantined]] | None = None
                 ) -> tuple[pa.Table, pa.Table, list[Quarantined]]:
-    """Read ``input_file``, ``apply(table) -> (kept, rejected, ...)``, write kept, rejected and
-    quarantined rows under ``out`` (the text column keeps its name). A user-fixable error from
-    the stage (a bad setting, a missing model) fails in one line."""
-    table, quarantined = read_input(input_file, text_column)
+    """Read ``input_file`` (or take ``rows``, what :func:`read_input` returned for it),
+    ``apply(table) -> (kept, rejected, ...)``, write kept, rejected and quarantined rows under
+    ``out`` (the text column keeps its name). A user-fixable error from the stage (a bad
+    setting, a missing model) fails in one line."""
+    table, quarantined = rows if rows is not None else read_input(input_file, text_column)
     try:
         kept, rejected, *_ = apply(table)
     except (DataforgeError, ValueError, FileNotFoundError) as e:
