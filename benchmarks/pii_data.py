@@ -15,7 +15,7 @@ Held out: each type's formats and carriers are split in two halves by index (eve
 ``A``, odd: split ``B``), and so are the contexts (Pile documents 0-499: ``A``; 500-999, Alpaca
 and GSM8K: ``B``). Split ``C`` (``build_c``) has its own formats, carriers, look-alike kinds and
 contexts (FLAN CoT rationales, the Claude-rated Alpaca subset, GSM8K test), written after the
-detector's rules were settled on A and B; benchmarks/results_pii.md says what was changed after
+detector's rules were settled on A and B; benchmarks/RESULTS.md ("PII redaction") says what was changed after
 reading which split.
 
     .venv/bin/python benchmarks/pii_data.py [--rows 6000 --rows-c 3000 --seed 20261206]

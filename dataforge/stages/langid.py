@@ -25,7 +25,7 @@ words and char n-grams, the average of their rows, the best leaf by depth-first 
 float32 as fastText does. :func:`identify_reference` is the readable path it is tested
 against: one text at a time through fastText's own ``predict`` (the ``fasttext`` module). On
 the benchmark's paragraphs and the shared data the two give the same language for every row
-and scores within 3e-7 (benchmarks/results_langid.md has the figures).
+and scores within 3e-7 (benchmarks/RESULTS.md, "Language identification", has the figures).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ LABELS: frozenset[str] = frozenset((
 ))
 ANY = "*"
 
-# defaults, measured in benchmarks/results_langid.md: at min_score 0.3 no row of the shared GSM8K
+# defaults, measured in benchmarks/RESULTS.md ("Language identification"): at min_score 0.3 no row of the shared GSM8K
 # and FLAN CoT samples is dropped, and 0.4% of Alpaca's (code, HTML, number-only answers; 1.9% at
 # 0.5); the first 1,000 characters decide as the whole text does on the shared rows
 DEFAULT_MIN_SCORE = 0.3
