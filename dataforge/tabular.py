@@ -232,12 +232,21 @@ def read_text_table(path: str | Path, text_column: str = "text",
             table = table.rename_columns(["text_original" if n == "text" else n for n in table.column_names])
         table = table.rename_columns(["text" if n == text_column else n for n in table.column_names])
     table = table.append_column("source_file", pa.array([str(path)] * table.num_rows, pa.string()))
+    def content_ids(texts: list[str]) -> list[str]:
+        return [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() for t in texts]
+
     if "id" not in table.column_names or not pa.types.is_string(table.schema.field("id").type):
         if "id" in table.column_names:
             table = table.rename_columns(["source_id" if n == "id" else n for n in table.column_names])
-        ids = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-               for t in table.column("text").to_pylist()]
-        table = table.append_column("id", pa.array(ids, pa.string()))
+        table = table.append_column("id", pa.array(content_ids(table.column("text").to_pylist()), pa.string()))
+    elif table.column("id").null_count:
+        # some rows have their own id, some none: those get the content hash (every row has an id)
+        own = table.column("id").to_pylist()
+        missing = [i for i, v in enumerate(own) if v is None]
+        texts = table.column("text").take(pa.array(missing)).to_pylist()
+        for i, h in zip(missing, content_ids(texts)):
+            own[i] = h
+        table = table.set_column(table.column_names.index("id"), "id", pa.array(own, pa.string()))
     return table, quarantined
 
 

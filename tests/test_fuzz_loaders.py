@@ -346,3 +346,15 @@ def test_regression_parquet_that_is_not_utf8_is_an_input_error(tmp_path, columns
         read_text_table(path, "text")
     with pytest.raises(ConfigError, match="not a readable Parquet file"):
         load_passages(path, "text")
+
+
+def test_regression_rows_without_their_own_id_get_the_content_hash(tmp_path):
+    # some rows of a file had an id and others none: those came out with a null id
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"id": "mine", "text": "a"}\n{"text": "b"}\n{"id": null, "text": "c"}\n')
+    table, bad = read_text_table(path, "text")
+    ids = table.column("id").to_pylist()
+    assert not bad and ids[0] == "mine" and all(ids) and len(set(ids)) == 3
+    (tmp_path / "b.jsonl").write_text('{"text": "b"}\n')
+    alone, _ = read_text_table(tmp_path / "b.jsonl", "text")
+    assert ids[1] == alone.column("id")[0].as_py()  # the same content hash as a file without ids
