@@ -43,9 +43,10 @@ def run_pipeline(config: str | Path, run_id: str, announce: bool = False):
         runner.record_result(run, result)
         results.append(result)
 
-    generate = {"textbooks": runner.run_textbooks, "cot": runner.run_cot}
+    from dataforge.stages.registry import get_stage
+
     for s in runner.enabled_generation(cfg):
-        step(s, lambda s=s: generate[s](run, cfg))
+        step(s, lambda s=s: get_stage(s).run(run, cfg))
     for s in runner.enabled_curation(cfg):
         step(s, lambda s=s: runner.run_curation_stage(run, cfg, s))
     step("export", lambda: runner.run_export(run, cfg))

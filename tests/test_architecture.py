@@ -229,3 +229,50 @@ def test_a_stage_section_is_validated_with_its_field_named():
         parse_config({"dedup": {"threshold": 7}})
     with pytest.raises(ConfigError, match=r"nosuchstage: unknown field"):
         parse_config({"nosuchstage": {"enabled": True}})
+
+
+def _runs_with_defaults(stage) -> bool:
+    """A curation stage whose section validates with only ``enabled: true`` (no model, target or
+    benchmark to name) and asks no teacher: the pipeline test below runs each of them."""
+    try:
+        stage.config_model.model_validate({"enabled": True})
+    except ValueError:
+        return False
+    return stage.kind == "curation" and not stage.teacher
+
+
+# diversity walks down a score (judge_, color_ or quality_score by default): any numeric column will do here
+SETTINGS = {"diversity": {"quality_column": "completion_tokens"}}
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if _runs_with_defaults(s)], ids=lambda s: s.name)
+def test_every_stage_runs_in_a_pipeline_from_its_registration_alone(tmp_path, stage):
+    """Enabling a stage in the YAML is all it takes: it runs in chain order on the rows of the
+    stage before it, commits, is the final stage when last, and its rows are what export ships."""
+    from fake_openai import FakeOpenAI
+    from responders import teacher_responder
+    from run_helpers import run_pipeline, write_add_seeds, write_config
+
+    from dataforge import warehouse
+
+    seeds = write_add_seeds(tmp_path / "seeds.jsonl", 4)
+    with FakeOpenAI(responder=teacher_responder) as srv:
+        sections = {"textbooks": {"topics": ["maps"], "max_samples": 2},
+                    "cot": {"seeds": str(seeds), "samples_per_question": 1},
+                    "dedup": {"enabled": False}, stage.name: {"enabled": True, **SETTINGS.get(stage.name, {})}}
+        config = write_config(tmp_path / "p.yaml", srv.base_url, tmp_path / "data", **sections)
+        run = run_pipeline(config, "r1")
+    record = run.load_record()
+    assert record.status == "completed" and record.stages[stage.name].status == "completed"
+    st = record.stages[stage.name]
+    assert st.rows_in == st.rows_kept + st.rows_dropped > 0
+    con = warehouse.connect(run)
+    try:
+        final = con.execute("SELECT stage FROM stages WHERE is_final").fetchall()
+        kept_cols = [r[0] for r in con.execute("DESCRIBE final").fetchall()]
+        exported = con.execute("SELECT count(*) FROM final").fetchone()[0]
+    finally:
+        con.close()
+    assert final == [(stage.name,)] and exported == st.rows_kept
+    assert set(stage.columns) <= set(kept_cols)
+    assert run.committed(stage.name)["rows"] == st.rows_kept
