@@ -38,7 +38,7 @@ def ablate_command(
     dataforge ablate pool.jsonl --target gsm8k_train.jsonl --heldout gsm8k_test.jsonl --heldout-column answer --tau 4 --out ablation/
     """
     from dataforge.ablate import format_multiplier, run_ablation
-    from dataforge.config import ConfigError, PipelineConfig, load_config
+    from dataforge.config import PipelineConfig, load_config
     from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
     if (selected is None) == (target is None):
@@ -48,11 +48,8 @@ def ablate_command(
     except ValueError:
         fail(f"--budgets: expected comma-separated numbers, got {budgets!r}")
     cfg = slm_config(config, preset=preset, max_tokens=tokens, max_steps=steps, seed=seed)
-    try:
-        pipeline = load_config(config) if config else PipelineConfig()
-        pool_table, quarantined = read_text_table(pool, text_column)
-    except (ConfigError, InputError) as e:
-        fail(str(e))
+    pipeline = load_config(config) if config else PipelineConfig()
+    pool_table, quarantined = read_text_table(pool, text_column)
     held = {p.stem: read_texts(p, heldout_column or text_column) for p in heldout}
     pool_texts = [t for t in pool_table.column("text").to_pylist() if t]
     if selected is not None:

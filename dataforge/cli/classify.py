@@ -91,7 +91,6 @@ def train(
       dataforge classifier train --recipe classifiers/recipes/web_quality.yaml --out models/web
     """
     from dataforge.curate.classifier import (
-        ClassifierError,
         Labelled,
         TrainParams,
         labelled_from_file,
@@ -109,31 +108,28 @@ def train(
     if len(given) != 1:
         fail("give one of --recipe, --labelled FILE, or --positive SRC and --negative SRC")
     extra: dict = {}
-    try:
-        if recipe is not None:
-            rec = load_recipe(recipe)
-            resolve = path_resolver(recipe.resolve().parent, shared_data)
-            data: Labelled = labelled_from_recipe(rec, resolve)
-            base, model_name, description = rec.params, name or rec.name, rec.description
-            extra = {"recipe": str(recipe), **({"licence": rec.licence} if rec.licence else {})}
+    if recipe is not None:
+        rec = load_recipe(recipe)
+        resolve = path_resolver(recipe.resolve().parent, shared_data)
+        data: Labelled = labelled_from_recipe(rec, resolve)
+        base, model_name, description = rec.params, name or rec.name, rec.description
+        extra = {"recipe": str(recipe), **({"licence": rec.licence} if rec.licence else {})}
+    else:
+        resolve = path_resolver(None, shared_data)
+        base, model_name, description = TrainParams(), name or "quality", ""
+        if labelled is not None:
+            data = labelled_from_file(labelled, text_column, label_column, kind)  # type: ignore[arg-type]
         else:
-            resolve = path_resolver(None, shared_data)
-            base, model_name, description = TrainParams(), name or "quality", ""
-            if labelled is not None:
-                data = labelled_from_file(labelled, text_column, label_column, kind)  # type: ignore[arg-type]
-            else:
-                if not positive or not negative:
-                    fail("give both --positive and --negative sources")
-                data = labelled_from_sources([parse_source(s, text_column) for s in positive or []],
-                                             [parse_source(s, text_column) for s in negative or []], resolve)
-        params = _params(base, epoch=epochs, lr=lr, dim=dim, word_ngrams=word_ngrams, valid_fraction=valid_fraction,
-                         folds=folds, seed=seed, cutoff=cutoff, bucket=bucket,
-                         quantize=False if no_quantize else None)
-        target = out or Path(common.data_root(data_root)) / "models" / model_name
-        card = train_classifier(data, params, target, model_name, description, extra_card=extra,
-                                progress=lambda m: typer.echo(m, err=True))
-    except ClassifierError as err:
-        fail(str(err))
+            if not positive or not negative:
+                fail("give both --positive and --negative sources")
+            data = labelled_from_sources([parse_source(s, text_column) for s in positive or []],
+                                         [parse_source(s, text_column) for s in negative or []], resolve)
+    params = _params(base, epoch=epochs, lr=lr, dim=dim, word_ngrams=word_ngrams, valid_fraction=valid_fraction,
+                     folds=folds, seed=seed, cutoff=cutoff, bucket=bucket,
+                     quantize=False if no_quantize else None)
+    target = out or Path(common.data_root(data_root)) / "models" / model_name
+    card = train_classifier(data, params, target, model_name, description, extra_card=extra,
+                            progress=lambda m: typer.echo(m, err=True))
     _copy_cards(target, cards_dir, model_name)
     typer.echo(_summary(card, target))
 
@@ -174,30 +170,25 @@ def label(
     fails for good goes to rejected.parquet with drop_reason teacher_error:<reason>. With
     --train a fastText model learns the ratings (quality_score = expected rating 0..5).
     """
-    from dataforge.config import ConfigError, PipelineConfig, TeacherConfig, load_config
+    from dataforge.config import PipelineConfig, TeacherConfig, load_config
     from dataforge.curate.classifier import (
-        ClassifierError,
         TrainParams,
         labelled_from_file,
         train_classifier,
     )
     from dataforge.curate.rubric import (
-        RubricError,
         attach_ratings,
         load_rubric,
         rate_texts,
         sample_rows,
     )
     from dataforge.progress import progress_bar
-    from dataforge.tabular import InputError, read_text_table, write_kept_rejected
+    from dataforge.tabular import read_text_table, write_kept_rejected
     from dataforge.teacher import RequestCache, TeacherClient
 
-    try:
-        cfg = load_config(config) if config else PipelineConfig()
-        prompt = load_rubric(rubric)
-        table, quarantined = read_text_table(input, text_column)
-    except (ConfigError, RubricError, InputError) as err:
-        fail(str(err))
+    cfg = load_config(config) if config else PipelineConfig()
+    prompt = load_rubric(rubric)
+    table, quarantined = read_text_table(input, text_column)
     teacher_cfg = cfg.teacher
     if base_url or teacher_model:
         data = teacher_cfg.model_dump()
@@ -220,16 +211,13 @@ def label(
             await client.aclose()
             cache.close()
 
-    from dataforge.teacher.local import LocalTeacherError, local_teacher
+    from dataforge.teacher.local import local_teacher
 
-    try:
-        if teacher_cfg.provider == "local":
-            with local_teacher(teacher_cfg, root / "teacher") as url:
-                ratings, stats = asyncio.run(go(url))
-        else:
-            ratings, stats = asyncio.run(go(None))
-    except (ConfigError, LocalTeacherError) as err:
-        fail(str(err))
+    if teacher_cfg.provider == "local":
+        with local_teacher(teacher_cfg, root / "teacher") as url:
+            ratings, stats = asyncio.run(go(url))
+    else:
+        ratings, stats = asyncio.run(go(None))
     kept, rejected = attach_ratings(rows, ratings, teacher_cfg.model)
     summary = write_kept_rejected(out, kept, rejected, quarantined, text_column)
     counts = {s: sum(1 for r in ratings if r.score == s) for s in range(6)}
@@ -237,15 +225,12 @@ def label(
           f"{rejected.num_rows} failed; scores {counts}; teacher {stats.summary()} -> {out}")
     if not train_model:
         return
-    try:
-        data = labelled_from_file(Path(summary["kept_file"]), text_column, "label", "rating")
-        params = _params(TrainParams(), folds=folds, seed=seed, dim=dim, bucket=bucket)
-        target = model_out or root / "models" / name
-        card = train_classifier(data, params, target, name, f"Educational value 0..5 learned from {teacher_cfg.model}'s "
-                                f"ratings of {len(texts)} rows of {input}", extra_card={"rubric": str(rubric or "default")},
-                                progress=lambda m: typer.echo(m, err=True))
-    except ClassifierError as err:
-        fail(str(err))
+    data = labelled_from_file(Path(summary["kept_file"]), text_column, "label", "rating")
+    params = _params(TrainParams(), folds=folds, seed=seed, dim=dim, bucket=bucket)
+    target = model_out or root / "models" / name
+    card = train_classifier(data, params, target, name, f"Educational value 0..5 learned from {teacher_cfg.model}'s "
+                            f"ratings of {len(texts)} rows of {input}", extra_card={"rubric": str(rubric or "default")},
+                            progress=lambda m: typer.echo(m, err=True))
     typer.echo(_summary(card, target))
 
 
@@ -269,15 +254,12 @@ def classify_command(
     neither every row is kept. Rows whose `kind` is outside the config's apply_to are not
     scored. Malformed JSON lines go to quarantine.jsonl.
     """
-    from dataforge.config import ConfigError, QualityConfig, load_config
+    from dataforge.config import QualityConfig, load_config
     from dataforge.cli.standalone import read_input, run_on_file
     from dataforge.curate.quality import apply_quality
     from dataforge.progress import progress_bar
 
-    try:
-        pcfg = load_config(config) if config else None
-    except ConfigError as err:
-        fail(str(err))
+    pcfg = load_config(config) if config else None
     base = pcfg.quality if pcfg else QualityConfig()
     data = base.model_dump()
     data["enabled"] = True

@@ -10,6 +10,7 @@ from typing import Any, NoReturn, Optional
 
 import pyarrow as pa
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -93,11 +94,13 @@ def print_table(table: pa.Table, title: str | None = None, max_rows: int = 200, 
         console.print(f"... {table.num_rows - max_rows} more rows (use --limit or --format)")
 
 
-def run_app(app: typer.Typer) -> None:
-    """Run ``app``; a :class:`~dataforge.errors.DataforgeError` no command handled ends in one
-    line (``error: ...``, exit 2) instead of a traceback: the one place the CLI catches them."""
-    try:
-        app()
-    except DataforgeError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+class DataforgeGroup(TyperGroup):
+    """The app's command group: a :class:`~dataforge.errors.DataforgeError` that no command
+    handled ends in one line (``error: ...``, exit 2) instead of a traceback — the one place the
+    CLI catches them, for every command and subcommand (and under typer's test runner too)."""
+
+    def invoke(self, ctx):  # noqa: ANN001 - click's signature
+        try:
+            return super().invoke(ctx)
+        except DataforgeError as e:
+            fail(str(e))

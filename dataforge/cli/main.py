@@ -15,7 +15,8 @@ import typer
 from dataforge.cli.ablate import ablate_command
 from dataforge.cli.classify import classifier_app, classify_command
 from dataforge.cli import common
-from dataforge.cli.common import DATA_ROOT_HELP, DEFAULT_CONFIG, console, default_config, fail, load, pick_run, print_table, run_app, section
+from dataforge.cli.common import (DATA_ROOT_HELP, DEFAULT_CONFIG, DataforgeGroup, console, default_config, fail, load,
+                                  pick_run, print_table, section)
 from dataforge.cli.filter import filter_command
 from dataforge.cli.slm import slm_app
 from dataforge.cli.standalone import run_on_file
@@ -24,7 +25,7 @@ from dataforge.config import ConfigError
 from dataforge.store import Run, list_runs
 
 app = typer.Typer(help="dataforge: manufacture, curate and deliver training data for small language models.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  cls=DataforgeGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 teacher_app = typer.Typer(help="The embedded local teacher (llama.cpp server with SmolLM2-135M-Instruct), "
                                "and the teacher's request cache (show).",
                           no_args_is_help=True)
@@ -194,8 +195,7 @@ def export(
     """
 
     from dataforge.config import ExportConfig
-    from dataforge.export import ExportError, export_run
-    from dataforge.store import StageNotCommitted
+    from dataforge.export import export_run
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     bad = [f for f in fmts if f not in ("jsonl", "parquet")]
@@ -207,10 +207,7 @@ def export(
                  else None, "validation_fraction": validation_fraction, "prompt_style": prompt_style,
                  "license": license_id}
     ecfg = section(ExportConfig, snapshot, overrides, "export", as_flags=True)
-    try:
-        out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg)
-    except (StageNotCommitted, ExportError) as e:
-        fail(str(e))
+    out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg)
     splits = ", ".join(f"{k}: {v['train']} train / {v['validation']} validation" for k, v in manifest["layouts"].items())
     console.print(f"exported {manifest['rows']} rows to {out} ({splits})")
 
@@ -221,15 +218,12 @@ def teacher_serve(
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
 ) -> None:
     """Start the embedded teacher in the background on 127.0.0.1 and wait until it answers."""
-    from dataforge.teacher.local import LocalTeacher, LocalTeacherError
+    from dataforge.teacher.local import LocalTeacher
 
     cfg = load(config, data_root)
     lt = LocalTeacher(cfg.teacher, Path(cfg.data_root) / "teacher")
-    try:
-        with console.status("starting the local teacher ..."):
-            st = lt.serve()
-    except LocalTeacherError as e:
-        fail(str(e))
+    with console.status("starting the local teacher ..."):
+        st = lt.serve()
     console.print(f"serving {cfg.teacher.model} at {lt.base_url} (pid {st.pid}, log {st.log})")
 
 
@@ -322,15 +316,12 @@ def cot_verify(
     line and reason. Example, GSM8K's own solutions against their `#### N`:
     dataforge cot verify train.jsonl --solution-field answer --gold-field answer
     """
-    from dataforge.generate.verify import Fields, VerifyError, verify_file
+    from dataforge.generate.verify import Fields, verify_file
 
     if fmt not in ("table", "json"):
         fail(f"--format must be table or json, got {fmt!r}")
     fields = Fields(question=question_field, solution=solution_field, gold=gold_field or None, options=options_field)
-    try:
-        summary = verify_file(file, out, fields, answer_type, quarantine, check_steps=not no_check_steps)
-    except VerifyError as e:
-        fail(str(e))
+    summary = verify_file(file, out, fields, answer_type, quarantine, check_steps=not no_check_steps)
     if fmt == "json":
         sys.stdout.write(json.dumps(summary.as_dict()) + "\n")
         return
@@ -533,28 +524,22 @@ def decontam_cmd(
     -b gsm8k=gsm8k/test.jsonl -b svamp=reasoning/svamp.json -b mine=evals.parquet:table:prompt
     """
     from dataforge.config import DecontamConfig
-    from dataforge.curate.decontam import (BATCH_ROWS, DecontamError, build_index, decontam_summary, decontaminate,
+    from dataforge.curate.decontam import (BATCH_ROWS, build_index, decontam_summary, decontaminate,
                                            load_benchmark, parse_benchmark_spec)
     from dataforge.progress import progress_bar
 
     pcfg = load(config) if config else None
     base = pcfg.decontam.model_dump() if pcfg else {"fields": ["text"]}
-    try:
-        if benchmark:
-            base["benchmarks"] = [parse_benchmark_spec(s).model_dump() for s in benchmark]
-        elif pcfg:  # the YAML's paths are relative to the YAML
-            base["benchmarks"] = [{**b, "path": str(pcfg.resolve_path(b["path"]))} for b in base["benchmarks"]]
-    except DecontamError as e:
-        fail(str(e))
+    if benchmark:
+        base["benchmarks"] = [parse_benchmark_spec(s).model_dump() for s in benchmark]
+    elif pcfg:  # the YAML's paths are relative to the YAML
+        base["benchmarks"] = [{**b, "path": str(pcfg.resolve_path(b["path"]))} for b in base["benchmarks"]]
     fields = [("text" if f == text_column else f) for f in field] if field else None
     cfg = section(DecontamConfig, {**base, "enabled": True},
                    {"ngram": ngram, "match_fraction": match_fraction, "min_block": min_block,
                     "ignore_numbers": ignore_numbers, "fields": fields}, "decontam")
-    try:
-        index = build_index([load_benchmark(b, Path(b.path)) for b in cfg.benchmarks], cfg.ngram,
-                            cfg.ignore_numbers, cfg.min_block)
-    except (DecontamError, ConfigError) as e:
-        fail(str(e))
+    index = build_index([load_benchmark(b, Path(b.path)) for b in cfg.benchmarks], cfg.ngram,
+                        cfg.ignore_numbers, cfg.min_block)
 
     def apply(table):
         with progress_bar(f"decontam {input_file.name}", max(1, -(-table.num_rows // BATCH_ROWS))) as advance:
@@ -702,7 +687,7 @@ _register_stage_commands()
 def main() -> None:
     logging.basicConfig(level=os.environ.get("DATAFORGE_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_app(app)
+    app()
 
 
 if __name__ == "__main__":

@@ -26,12 +26,9 @@ CONFIG_HELP = "Pipeline YAML whose `slm` section sets the defaults (flags overri
 def slm_config(config: Optional[Path], **overrides):
     """The ``slm`` section of ``config`` (or the defaults) with the non-None ``overrides``; a bad
     value is an error naming the field."""
-    from dataforge.config import ConfigError, SlmConfig, load_config
+    from dataforge.config import SlmConfig, load_config
 
-    try:
-        base = load_config(config).slm if config else SlmConfig()
-    except ConfigError as e:
-        fail(str(e))
+    base = load_config(config).slm if config else SlmConfig()
     data = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     if overrides.get("max_steps") is not None:
         data["max_tokens"] = None
@@ -41,12 +38,9 @@ def slm_config(config: Optional[Path], **overrides):
 
 
 def read_texts(path: Path, column: str, rows: Optional[int] = None) -> list[str]:
-    from dataforge.tabular import InputError, read_text_table
+    from dataforge.tabular import read_text_table
 
-    try:
-        table, quarantined = read_text_table(path, column, keep_columns=False)
-    except InputError as e:
-        fail(str(e))
+    table, quarantined = read_text_table(path, column, keep_columns=False)
     if quarantined:
         typer.echo(f"{path}: {len(quarantined)} malformed rows skipped (see the log)", err=True)
     texts = [t for t in table.column("text").to_pylist() if t]
