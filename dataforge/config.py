@@ -302,6 +302,10 @@ class PotSandboxConfig(_Model):
     workers: int = Field(2, ge=1, le=64)  # programs running at once (one process each)
     network_namespace: bool = True  # also run in a private, empty network namespace when allowed
     run_as_uid: int | None = Field(65534, ge=0)  # when dataforge runs as root; null keeps root
+    # -- program sandbox isolation (issue 13; docs/reliability.md, "The program-of-thought sandbox"):
+    # strict = bubblewrap namespaces + seccomp + quotas, refused with an error where unavailable;
+    # weak = the former best-effort sandbox, only when opted into here
+    isolation: Literal["strict", "weak"] = "strict"
 
 
 # names of the system prompts in dataforge/generate/cot.py (a test keeps the two in step)

@@ -122,13 +122,18 @@ def test_environment_holds_no_secrets(monkeypatch):
     assert r.ok
     value, names = r.value.split("|")
     assert value == "absent"
-    # only the minimal PATH (and LC_CTYPE, which the interpreter sets itself: PEP 538)
-    assert set(names.split(",")) <= {"PATH", "LC_CTYPE"} and "PATH" in names
+    # only the minimal PATH (and LC_CTYPE, which the interpreter sets itself: PEP 538; PWD,
+    # which bwrap sets to the sandbox's working directory)
+    assert set(names.split(",")) <= {"PATH", "LC_CTYPE", "PWD"} and "PATH" in names
     assert SANDBOX_ENV == {"PATH": "/usr/bin:/bin"}
 
 
 def test_working_directory_is_fresh_and_empty():
-    r = run_program("import os\ndef solution():\n    return str(len(os.listdir('.'))) + ' ' + os.getcwd()\n", FAST)
+    prog = "import os\ndef solution():\n    return str(len(os.listdir('.'))) + ' ' + os.getcwd()\n"
+    r = run_program(prog, FAST)
+    # strict: a private tmpfs that exists only in the program's mount namespace
+    assert r.value == "0 /sandbox", r
+    r = run_program(prog, SandboxLimits(isolation="weak"))
     count, cwd = r.value.split(" ", 1)
     assert count == "0" and "dataforge-pot-" in cwd
     assert not os.path.exists(cwd)  # removed after the run
@@ -191,7 +196,10 @@ def test_runs_as_an_unprivileged_user_when_root(tmp_path):
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
     target.chmod(0o644)
-    r = run_program(f"import os\ndef solution():\n    open({str(target)!r}, 'w').write('gone')\n    return 1\n", FAST)
+    prog = f"import os\ndef solution():\n    open({str(target)!r}, 'w').write('gone')\n    return 1\n"
+    r = run_program(prog, FAST)  # strict: the file is not even there
+    assert r.status == "error" and ("Permission denied" in r.reason or "No such file" in r.reason), r
+    r = run_program(prog, SandboxLimits(isolation="weak"))
     assert r.status == "error" and "Permission denied" in r.reason
     assert target.read_text() == "keep me"
     assert run_program("import os\ndef solution():\n    return os.getuid()\n", FAST).value == "65534"

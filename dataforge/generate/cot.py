@@ -221,7 +221,7 @@ def sandbox_limits(cfg: CotConfig) -> SandboxLimits:
     s = cfg.sandbox
     return SandboxLimits(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb,
                          max_output_bytes=s.max_output_bytes, network_namespace=s.network_namespace,
-                         run_as_uid=s.run_as_uid)
+                         run_as_uid=s.run_as_uid, isolation=s.isolation)
 
 
 def methods_of(cfg: CotConfig) -> list[str]:

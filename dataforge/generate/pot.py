@@ -3,28 +3,40 @@
 Program-aided reasoning hands the arithmetic to an interpreter (PAL, Gao et al. 2023,
 "PAL: Program-aided Language Models"; Program of Thoughts, Chen et al. 2023), and TinyGSM
 (Liu et al. 2023) distils 12.3M such programs into small models. The programs are untrusted
-model output, so each one runs in its own process:
+model output, so each one runs in its own sandbox. Two isolation levels
+(``SandboxLimits.isolation``, ``cot.sandbox.isolation``; docs/reliability.md, "The
+program-of-thought sandbox"):
 
-* ``sys.executable -I -S``: isolated mode, no site-packages; a fresh, empty temporary working
-  directory; an environment holding nothing but a minimal ``PATH`` (no inherited secrets).
-* limits set in a ``preexec_fn`` before the interpreter starts: address space (RLIMIT_AS),
-  CPU seconds (RLIMIT_CPU), file size (RLIMIT_FSIZE), open files, no core dumps; a wall-time
-  limit enforced by the parent, which kills the whole process group.
-* no network: a private, empty network namespace when the kernel allows one
-  (``unshare(CLONE_NEWNET)``; as non-root together with a user namespace), and always a
-  harness that replaces ``socket.socket`` (and ``_socket.socket``, ``create_connection``,
-  name lookups), blocks ``ctypes`` and process creation before the program is compiled.
-  The harness alone can be undone by a determined program (re-importing ``_socket``); the
-  namespace is what holds then (tests/test_pot.py tries exactly that).
-* when dataforge runs as root, the harness switches to an unprivileged uid (``nobody``)
-  before it compiles the program, after importing the modules programs commonly use (the
-  interpreter's own files may not be readable by that uid).
-* output bounded: stdout and stderr together may not exceed ``max_output_bytes``.
+``strict`` (the default) — the kernel enforces the limits, through bubblewrap (``bwrap``):
 
-The harness hands the value back as one JSON line on a private copy of the original stdout;
-whatever the program prints goes to stderr (kept, bounded, for the error message).
-A program can still read the files its uid may read: as a non-root user that is all of that
-user's files, so run dataforge in a container when the teacher is not trusted.
+* its own user, PID, mount, network, IPC and UTS namespaces: every process a program starts
+  dies with it (the PID namespace's init is killed when the program ends or is killed); the
+  parent (and its ``/proc/<pid>/environ``) is not visible; the only interface is an unused
+  loopback, so no socket reaches anything outside (``ctypes``, a re-imported ``_socket``);
+* a file system of its own: ``/usr`` and the interpreter read-only, a fresh ``/proc`` and
+  ``/dev``, a private, empty, size-capped tmpfs as working directory (``/tmp`` points into
+  it); the data root, the home directory, the host's ``/tmp`` and ``/etc`` are not there;
+* a seccomp filter (x86_64, aarch64) refusing non-Unix sockets, ptrace, process_vm_*,
+  mount, unshare, setns, io_uring, bpf, perf_event_open, keyrings; no new user namespaces;
+  no capabilities; its own session (no terminal injection);
+* a process count per program (RLIMIT_NPROC, counted in the program's own user namespace),
+  address space, CPU seconds, file size, open files; as root it runs as ``run_as_uid``
+  (nobody) on the host as well.
+
+When strict isolation is not available here (no ``bwrap``, user namespaces disabled),
+:func:`run_program` raises :class:`PotSandboxError` (checked once per process and cached;
+:func:`check_sandbox` is the preflight) instead of silently running programs with less.
+
+``weak`` (opt-in): the former sandbox, a process of ``sys.executable -I -S`` with rlimits, a
+harness that patches the socket and process functions and blocks ``ctypes`` (undone by a
+determined program), a best-effort network namespace, a uid switch as root, and the process
+group killed when the program ends. It gives up file system isolation and the guarantee
+that started processes die; use it only inside a container of its own.
+
+In both modes the environment holds nothing but a minimal ``PATH``, the harness hands the
+value back as one JSON line on a private copy of the original stdout (whatever the program
+prints goes to stderr, kept, bounded, for the error message), and stdout and stderr together
+may not exceed ``max_output_bytes``.
 """
 
 from __future__ import annotations
@@ -32,18 +44,23 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import platform
 import re
 import resource
 import selectors
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from dataforge.errors import DataforgeError
 from dataforge.generate.answers import Choice, extract_answer, normalize_number
 
 #: environment of the program: nothing inherited (no API keys, no proxies), a minimal PATH
@@ -52,9 +69,14 @@ SANDBOX_ENV = {"PATH": "/usr/bin:/bin"}
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 try:  # resolved in the parent: a child between fork and exec must not load libraries
-    _LIBC_UNSHARE = ctypes.CDLL(None, use_errno=True).unshare
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    _LIBC_UNSHARE = _LIBC.unshare
+    _LIBC_MOUNT = _LIBC.mount
+    _LIBC_MOUNT.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 except (OSError, AttributeError):  # not Linux
-    _LIBC_UNSHARE = None
+    _LIBC_UNSHARE = _LIBC_MOUNT = None
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 
 # Runs in the sandboxed interpreter. Reads the program from stdin; as root, imports the
 # modules programs commonly use and drops to an unprivileged uid; disables the network and
@@ -70,6 +92,11 @@ _src = sys.stdin.read()
 sys.stdin.close()
 _uid = int(sys.argv[1])
 _capture = len(sys.argv) > 2 and sys.argv[2] == "1"
+_nproc = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+if _nproc > 0:
+    # strict mode: counted in the sandbox's own user namespace, so per program
+    import resource
+    resource.setrlimit(resource.RLIMIT_NPROC, (_nproc, _nproc))
 if _uid >= 0 and os.geteuid() == 0:
     # imported before the drop: the interpreter's own files may not be readable by that uid
     import math, cmath, fractions, decimal, statistics, itertools, functools, collections, datetime, \
@@ -223,8 +250,15 @@ class SandboxLimits:
     memory_mb: int = 256  # RLIMIT_AS: allocations beyond it fail with MemoryError
     max_output_bytes: int = 65_536  # stdout + stderr
     file_size_bytes: int = 1_048_576  # RLIMIT_FSIZE
-    network_namespace: bool = True  # try a private, empty network namespace as well
-    run_as_uid: int | None = 65534  # when dataforge runs as root: the uid programs run as (nobody)
+    network_namespace: bool = True  # weak mode: try a private, empty network namespace as well
+    #: when dataforge runs as root: the uid programs run as (nobody); in strict mode as root
+    #: programs always run as an unprivileged uid (None means nobody there)
+    run_as_uid: int | None = 65534
+    #: "strict": namespaces, seccomp and quotas through bubblewrap, else PotSandboxError;
+    #: "weak": the former best-effort sandbox (see the module docstring)
+    isolation: str = "strict"
+    max_processes: int = 16  # strict: RLIMIT_NPROC inside the program's user namespace
+    disk_bytes: int = 16 * 1024 * 1024  # strict: size of the working directory's tmpfs
 
 
 @dataclass(frozen=True)
@@ -270,11 +304,178 @@ def extract_program(reply: str | None) -> str | None:
     return reply[start:].rstrip() + "\n"
 
 
+# --- strict isolation: bubblewrap, namespaces, seccomp ------------------------------------
+
+class PotSandboxError(DataforgeError, RuntimeError):
+    """Programs cannot run with the isolation asked for (strict needs bubblewrap and user
+    namespaces); the message says what is missing and how to opt into the weak sandbox."""
+
+
+ISOLATIONS = ("strict", "weak")
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+#: refused with EPERM inside the strict sandbox: name -> (x86_64 number, aarch64 number)
+DENIED_SYSCALLS = {
+    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
+    "unshare": (272, 97), "setns": (308, 268), "open_by_handle_at": (304, 265),
+    "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218), "bpf": (321, 280),
+    "perf_event_open": (298, 241), "userfaultfd": (323, 282), "kexec_load": (246, 104),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
+    # io_uring can open sockets without the socket() system call the filter inspects
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
+    "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),
+}
+_SOCKET_NR = {"x86_64": 41, "aarch64": 198}
+
+
+def seccomp_filter(machine: str | None = None) -> bytes | None:
+    """The classic-BPF seccomp program bwrap loads (``--seccomp FD``): a foreign architecture
+    (32-bit calls, x32) is killed or refused, :data:`DENIED_SYSCALLS` fail with EPERM,
+    ``socket()`` of any family but AF_UNIX fails with EACCES. None on other machines."""
+    machine = machine or platform.machine()
+    if machine not in _AUDIT_ARCH:
+        return None
+    idx = 0 if machine == "x86_64" else 1
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, errno_, kill = 0x7FFF0000, 0x00050000, 0x80000000
+    prog: list[list] = []
+    labels: dict[str, int] = {}
+
+    def ins(code: int, k: int, jt: int | str = 0, jf: int | str = 0) -> None:
+        prog.append([code, jt, jf, k])
+
+    ins(ld, 4)  # seccomp_data.arch
+    ins(jeq, _AUDIT_ARCH[machine], 0, "kill")
+    ins(ld, 0)  # seccomp_data.nr
+    if machine == "x86_64":
+        ins(jge, 0x40000000, "eperm", 0)  # the x32 ABI
+    for numbers in DENIED_SYSCALLS.values():
+        ins(jeq, numbers[idx], "eperm", 0)
+    ins(jeq, _SOCKET_NR[machine], 0, "allow")
+    ins(ld, 16)  # low half of args[0]: the address family
+    ins(jeq, 1, "allow", 0)  # AF_UNIX
+    ins(ret, errno_ | 13)  # EACCES
+    labels["allow"] = len(prog)
+    ins(ret, allow)
+    labels["eperm"] = len(prog)
+    ins(ret, errno_ | 1)
+    labels["kill"] = len(prog)
+    ins(ret, kill)
+    out = bytearray()
+    for i, (code, jt, jf, k) in enumerate(prog):
+        jt = labels[jt] - i - 1 if isinstance(jt, str) else jt
+        jf = labels[jf] - i - 1 if isinstance(jf, str) else jf
+        assert 0 <= jt < 256 and 0 <= jf < 256
+        out += struct.pack("=HBBI", code, jt, jf, k)
+    return bytes(out)
+
+
+_SECCOMP = seccomp_filter() if sys.platform.startswith("linux") else None
+_WORKDIR = "/sandbox"  # the program's working directory inside the strict sandbox (a tmpfs)
+_PROBE = "def solution():\n    return 6 * 7\n"
+_status_lock = threading.Lock()
+_status: dict[tuple, str | None] = {}
+
+
+def _strict_uid(limits: SandboxLimits) -> int:
+    """The unprivileged uid bwrap runs as when dataforge runs as root (never root: the
+    process count is only enforced for other uids); -1 when not root (no switch)."""
+    if os.geteuid() != 0:
+        return -1
+    return limits.run_as_uid if limits.run_as_uid else 65534
+
+
+def _interpreter() -> tuple[str, str]:
+    """(installation prefix, real executable) of the interpreter programs run with."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    return os.path.realpath(sys.base_prefix), exe
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def sandbox_problem(limits: SandboxLimits = SandboxLimits()) -> str | None:
+    """None when the strict sandbox works here, else what is missing. Probed once per
+    process (and uid) by running a tiny program in it; the answer is cached."""
+    key = (os.geteuid(), _strict_uid(limits))
+    with _status_lock:
+        if key not in _status:
+            _status[key] = _probe_strict(limits)
+        return _status[key]
+
+
+def _probe_strict(limits: SandboxLimits) -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"strict isolation needs Linux namespaces (this is {sys.platform})"
+    if shutil.which("bwrap", path=os.environ.get("PATH", "") + ":/usr/bin:/bin") is None:
+        return "bubblewrap (bwrap) is not installed"
+    prefix, exe = _interpreter()
+    if not (_under(exe, prefix) or _under(exe, "/usr")):
+        return f"the interpreter {exe} lies outside its prefix {prefix}"
+    probe_limits = SandboxLimits(timeout_s=max(10.0, limits.timeout_s), run_as_uid=limits.run_as_uid)
+    r = _run(_PROBE, probe_limits, capture_locals=False, strict=True)
+    if r.ok and r.value == "42":
+        return None
+    detail = " ".join(line for line in r.stderr.strip().splitlines()[-2:] if line) or r.reason
+    return f"bwrap could not start a sandbox ({detail})"
+
+
+def check_sandbox(limits: SandboxLimits = SandboxLimits()) -> str:
+    """The preflight: the isolation programs will run with ("strict" or "weak"), or
+    :class:`PotSandboxError` when strict isolation is asked for and not available here."""
+    if limits.isolation == "weak":
+        return "weak"
+    if limits.isolation != "strict":
+        raise PotSandboxError(f"unknown program sandbox isolation {limits.isolation!r}: use strict or weak")
+    problem = sandbox_problem(limits)
+    if problem is not None:
+        raise PotSandboxError(
+            f"program-of-thought cannot isolate programs here: {problem}. Strict isolation needs bubblewrap "
+            "(apt-get install bubblewrap) and user namespaces (sysctl user.max_user_namespaces > 0, "
+            "kernel.unprivileged_userns_clone=1 where it exists, "
+            "kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu). Or opt into the weaker sandbox "
+            "(no file system isolation, processes can outlive a program) with `cot: {sandbox: {isolation: weak}}`; "
+            "see docs/reliability.md, 'The program-of-thought sandbox'")
+    return "strict"
+
+
+def _root_links() -> list[str]:
+    """/bin, /lib, ... as on the host: symlinks into /usr (merged /usr) or read-only binds."""
+    args: list[str] = []
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _strict_command(limits: SandboxLimits, capture_locals: bool, info_fd: int, seccomp_fd: int | None,
+                    prefix_source: str | None) -> list[str]:
+    prefix, exe = _interpreter()
+    bwrap = shutil.which("bwrap", path=os.environ.get("PATH", "") + ":/usr/bin:/bin") or "bwrap"
+    cmd = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+           "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+           "--hostname", "sandbox", "--ro-bind", "/usr", "/usr", *_root_links()]
+    if not _under(prefix, "/usr"):
+        cmd += ["--ro-bind", prefix_source or prefix, prefix]
+    cmd += ["--proc", "/proc", "--dev", "/dev",
+            "--size", str(max(65536, int(limits.disk_bytes))), "--tmpfs", _WORKDIR, "--symlink", _WORKDIR, "/tmp",
+            "--remount-ro", "/", "--chdir", _WORKDIR,
+            "--clearenv", "--setenv", "PATH", SANDBOX_ENV["PATH"], "--info-fd", str(info_fd)]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
+    return cmd + ["--", exe, "-I", "-S", "-c", HARNESS, "-1", "1" if capture_locals else "0",
+                  str(max(3, int(limits.max_processes)))]
+
+
 # --- running it ----------------------------------------------------------------------------
 
-def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
-    """The preexec_fn: runs in the child between fork and exec (only async-signal-tolerant
-    work: syscalls through pre-resolved functions, no imports)."""
+def _rlimit_settings(limits: SandboxLimits) -> list[tuple[int, int, int]]:
     cpu = max(1, int(limits.cpu_s))
     # computed in the parent, never above the hard limits we already run under (raising a
     # hard limit is refused, and would make every program "crashed")
@@ -283,7 +484,13 @@ def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
               (resource.RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
               (resource.RLIMIT_CORE, 0, 0),
               (resource.RLIMIT_NOFILE, 64, 64)]
-    settings = [(which, *clamp_limits(soft, hard, resource.getrlimit(which)[1])) for which, soft, hard in wanted]
+    return [(which, *clamp_limits(soft, hard, resource.getrlimit(which)[1])) for which, soft, hard in wanted]
+
+
+def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
+    """The weak mode's preexec_fn: runs in the child between fork and exec (only
+    async-signal-tolerant work: syscalls through pre-resolved functions, no imports)."""
+    settings = _rlimit_settings(limits)
     is_root = os.geteuid() == 0
 
     def apply() -> None:
@@ -293,6 +500,31 @@ def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
                 _LIBC_UNSHARE(_CLONE_NEWUSER | _CLONE_NEWNET)
         for which, soft, hard in settings:
             resource.setrlimit(which, (soft, hard))
+
+    return apply
+
+
+def _strict_child(limits: SandboxLimits, uid: int, prefix: bytes | None) -> Callable[[], None]:
+    """The strict mode's preexec_fn (before bwrap starts): the limits; as root, the switch to
+    ``uid``, after binding the interpreter's prefix (which that uid may not be able to reach,
+    e.g. under /root) onto /tmp in a private mount namespace of this child, for bwrap to bind."""
+    settings = _rlimit_settings(limits)
+
+    def apply() -> None:
+        for which, soft, hard in settings:
+            resource.setrlimit(which, (soft, hard))
+        if uid < 0:
+            return
+        if prefix is not None:
+            if _LIBC_UNSHARE is None or _LIBC_MOUNT is None or _LIBC_UNSHARE(_CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
+            if _LIBC_MOUNT(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+                raise OSError(ctypes.get_errno(), "making the mounts private failed")
+            if _LIBC_MOUNT(prefix, b"/tmp", None, _MS_BIND | _MS_REC, None) != 0:
+                raise OSError(ctypes.get_errno(), "binding the interpreter failed")
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
 
     return apply
 
@@ -310,24 +542,67 @@ def run_program(source: str | None, limits: SandboxLimits = SandboxLimits(), *,
     anything the program does. Every way it can end is a status with a readable reason.
     With ``capture_locals`` the harness also reports the numeric locals of ``solution()`` at
     its return (a profile hook inside the sandboxed child; the limits are unchanged) in
-    ``local_values``, for :func:`dataforge.generate.steps.check_program_steps`."""
+    ``local_values``, for :func:`dataforge.generate.steps.check_program_steps`.
+    Raises :class:`PotSandboxError` when ``limits.isolation`` is strict and this machine
+    cannot provide it (see :func:`check_sandbox`)."""
     if not source or not source.strip():
         return ExecResult("no_program", error="the reply holds no program defining solution()")
+    strict = check_sandbox(limits) == "strict"
+    return _run(source, limits, capture_locals=capture_locals, strict=strict)
+
+
+def _run(source: str, limits: SandboxLimits, *, capture_locals: bool, strict: bool) -> ExecResult:
     t0 = time.perf_counter()
-    uid = limits.run_as_uid if limits.run_as_uid is not None and os.geteuid() == 0 else -1
-    with tempfile.TemporaryDirectory(prefix="dataforge-pot-") as workdir:
-        if uid >= 0:
-            os.chown(workdir, uid, -1)
+    data = source.encode("utf-8", errors="replace")
+    if strict:
+        uid = _strict_uid(limits)
+        prefix, _ = _interpreter()
+        bind_prefix = uid >= 0 and not _under(prefix, "/usr")
+        info_r, info_w = os.pipe()
+        fds = [info_w]
+        seccomp_fd = None
+        if _SECCOMP is not None:
+            seccomp_fd, sc_w = os.pipe()
+            os.write(sc_w, _SECCOMP)  # a few hundred bytes: fits the pipe's buffer
+            os.close(sc_w)
+            fds.append(seccomp_fd)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", HARNESS, str(uid), "1" if capture_locals else "0"], cwd=workdir,
-                env=dict(SANDBOX_ENV),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=_limit_child(limits), start_new_session=True, close_fds=True)
+                _strict_command(limits, capture_locals, info_w, seccomp_fd, "/tmp" if bind_prefix else None),
+                cwd="/", env=dict(SANDBOX_ENV), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=_strict_child(limits, uid, os.fsencode(prefix) if bind_prefix else None),
+                start_new_session=True, close_fds=True, pass_fds=tuple(fds))
         except (OSError, subprocess.SubprocessError) as err:
+            os.close(info_r)
             return ExecResult("crashed", error=f"could not start the sandbox: {err}", seconds=time.perf_counter() - t0)
-        out, err_text, killed_for = _communicate(proc, source.encode("utf-8", errors="replace"), limits, t0)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            out, err_text, killed_for = _communicate(proc, data, limits, t0, info_fd=info_r)
+        finally:
+            os.close(info_r)
+        rc = proc.returncode
+        if rc is not None and rc > 128:  # bwrap passes a signal on as 128 + its number
+            rc = -(rc - 128)
         seconds = time.perf_counter() - t0
+    else:
+        uid = limits.run_as_uid if limits.run_as_uid is not None and os.geteuid() == 0 else -1
+        with tempfile.TemporaryDirectory(prefix="dataforge-pot-") as workdir:
+            if uid >= 0:
+                os.chown(workdir, uid, -1)
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", HARNESS, str(uid), "1" if capture_locals else "0"],
+                    cwd=workdir, env=dict(SANDBOX_ENV),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    preexec_fn=_limit_child(limits), start_new_session=True, close_fds=True)
+            except (OSError, subprocess.SubprocessError) as err:
+                return ExecResult("crashed", error=f"could not start the sandbox: {err}",
+                                  seconds=time.perf_counter() - t0)
+            out, err_text, killed_for = _communicate(proc, data, limits, t0)
+            rc = proc.returncode
+            seconds = time.perf_counter() - t0
     stderr_tail = err_text.decode("utf-8", errors="replace")[-2000:]
     if killed_for == "timeout":
         return ExecResult("timeout", error=f"killed after {limits.timeout_s:g} s of wall time", seconds=seconds,
@@ -337,7 +612,6 @@ def run_program(source: str | None, limits: SandboxLimits = SandboxLimits(), *,
                           stderr=stderr_tail)
     line = out.decode("utf-8", errors="replace").strip().splitlines()
     report = _parse_report(line[-1]) if line else None
-    rc = proc.returncode
     if report is not None:
         status = report.get("status")
         if status == "ok":
@@ -376,14 +650,18 @@ def _parse_report(line: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0: float
-                 ) -> tuple[bytes, bytes, str | None]:
+def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0: float,
+                 info_fd: int | None = None) -> tuple[bytes, bytes, str | None]:
     """Feed stdin, read stdout/stderr up to the output bound, enforce the wall time.
-    Returns (stdout, stderr, None | "timeout" | "output_limit")."""
+    Returns (stdout, stderr, None | "timeout" | "output_limit"). ``info_fd``: bwrap's
+    ``--info-fd`` (strict mode), whose ``child-pid`` is the init of the program's PID
+    namespace: killing it kills every process the program started."""
     assert proc.stdin and proc.stdout and proc.stderr
     deadline = t0 + limits.timeout_s
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     bufs: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
+    info = bytearray()
+    init_pidfd: int | None = None
     killed_for: str | None = None
     sel = selectors.DefaultSelector()
     try:
@@ -391,6 +669,8 @@ def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0:
         sel.register(proc.stdin, selectors.EVENT_WRITE)
         sel.register(proc.stdout, selectors.EVENT_READ)
         sel.register(proc.stderr, selectors.EVENT_READ)
+        if info_fd is not None:
+            sel.register(info_fd, selectors.EVENT_READ)
         pending = memoryview(data)
         while sel.get_map():
             remaining = deadline - time.perf_counter()
@@ -411,6 +691,11 @@ def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0:
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
+                    if key.fd == info_fd:
+                        init_pidfd = _open_init(bytes(info))
+                    continue
+                if key.fd == info_fd:
+                    info.extend(chunk[:4096])
                     continue
                 bufs[key.fd].extend(chunk)
                 if sum(len(b) for b in bufs.values()) > limits.max_output_bytes:
@@ -420,17 +705,80 @@ def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0:
                 break
         if killed_for is None:
             try:
-                proc.wait(timeout=max(0.05, deadline - time.perf_counter()))
+                _wait_unreaped(proc, max(0.05, deadline - time.perf_counter()))
             except subprocess.TimeoutExpired:
                 killed_for = "timeout"
     finally:
         sel.close()
-        if killed_for is not None or proc.poll() is None:
+        if info_fd is not None:
+            _end_sandbox(proc, init_pidfd)
+        else:
+            # weak mode: the process group goes, even when the program ended (a child it
+            # managed to start would otherwise live on; one that left the group still can)
             _kill_group(proc)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f and not f.closed:
                 f.close()
     return bytes(bufs[out_fd]), bytes(bufs[err_fd]), killed_for
+
+
+def _wait_unreaped(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until ``proc`` has exited without reaping it: its pid (the process group's id)
+    cannot be reused before the group is killed. TimeoutExpired after ``timeout``."""
+    end = time.perf_counter() + timeout
+    delay = 0.001
+    while True:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:  # already reaped
+            return
+        if time.perf_counter() >= end:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(delay)
+        delay = min(2 * delay, 0.02)
+
+
+def _open_init(info: bytes) -> int | None:
+    """A pidfd for the init of the program's PID namespace (bwrap's ``child-pid``): a stable
+    handle, so that killing it later cannot hit another process that reused the pid."""
+    try:
+        child = int(json.loads(info.decode("utf-8", errors="replace") or "{}").get("child-pid") or 0)
+    except (ValueError, AttributeError):
+        return None
+    if child <= 0 or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(child)
+    except OSError:
+        return None
+
+
+def _end_sandbox(proc: subprocess.Popen, init_pidfd: int | None) -> None:
+    """Kill the init of the program's PID namespace and wait until it has exited: the kernel
+    kills every process in the namespace before that (bwrap itself may exit earlier, as soon as
+    the program's exit status is known). Then bwrap's process group, if still there."""
+    if init_pidfd is not None:
+        try:
+            signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            pass
+        try:
+            poller = selectors.DefaultSelector()
+            poller.register(init_pidfd, selectors.EVENT_READ)  # readable once the process has exited
+            poller.select(timeout=5)
+            poller.close()
+        finally:
+            os.close(init_pidfd)
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=5 if init_pidfd is not None else 0.01)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dataforge.config import PipelineConfig
-from dataforge.generate.cot import TRANSIENT_KEYS as COT_TRANSIENT_KEYS, generate_cot, methods_of, verdict
+from dataforge.generate.cot import (TRANSIENT_KEYS as COT_TRANSIENT_KEYS, generate_cot, methods_of, sandbox_limits,
+                                    verdict)
+from dataforge.generate.pot import check_sandbox
 from dataforge.generate.gates import apply_textbook_gates
 from dataforge.generate.seeds import load_seeds, write_quarantine
 from dataforge.generate.synthesis import SynthResult, plan_parents, synthesize_questions
@@ -146,6 +148,9 @@ def run_cot(run: Run, cfg: PipelineConfig, base_url: str | None = None, acquire:
     quarantine = _write_run_quarantine(run, "cot_seeds.jsonl", bad)
     if cfg.cot.max_questions:
         seeds = seeds[: cfg.cot.max_questions]
+    if "pot" in methods_of(cfg.cot):
+        # refuse before the first teacher call when the kernel sandbox is missing (never silently weaker)
+        check_sandbox(sandbox_limits(cfg.cot))
     per_question = cfg.cot.samples_per_question * len(methods_of(cfg.cot))
     synth_cfg = cfg.cot.synthesis
     synth: SynthResult | None = None
