@@ -6,6 +6,29 @@ JSON lines: a line that is not valid JSON, or not a JSON object, is *quarantined
 line, reason and the raw text, and the rest of the file loads. Parquet: a file Arrow cannot read
 is an error for the whole input (:class:`InputError`). Nothing is dropped silently: callers
 write what was quarantined (:func:`write_quarantine`) and report the count.
+
+Read limits (:class:`ReadLimits`; defaults overridable by environment variables) keep one input
+from taking the process down, and are checked before anything is materialized:
+
+* ``max_bytes`` (``DATAFORGE_MAX_INPUT_BYTES``, 4 GiB): a file's data once decompressed. A JSONL
+  file's size; a Parquet file's uncompressed column chunks from its footer, then, while it is
+  read in batches, the decoded size of every batch (a dictionary-encoded string column is
+  measured from its dictionary and indices *before* it is decoded: the footer does not see a
+  1 KB dictionary bomb). 4 GiB: every reader here holds a whole file (Arrow table or Python
+  objects, which cost several times the bytes) in memory, so a bigger file should be sharded
+  or go through the run store, not one read. Over it: :class:`InputError` for the file.
+* ``max_rows`` (``DATAFORGE_MAX_INPUT_ROWS``, 20 million): records of one file (a Parquet
+  file of a billion RLE-encoded rows is a few KB). Over it: :class:`InputError`.
+* ``max_value_bytes`` (``DATAFORGE_MAX_VALUE_BYTES``, 16 MiB): one JSON line, or one string
+  value of a Parquet row. The line is read in bounded chunks, never whole. Over it: that
+  record is quarantined, the rest loads.
+* ``max_depth`` (``DATAFORGE_MAX_JSON_DEPTH``, 64): nesting of a JSON line, found by a linear
+  scan before ``json.loads`` (which would recurse); deeper: quarantined.
+
+A JSON line that is not valid UTF-8 is quarantined ("invalid UTF-8"); other text (TSV, a JSON
+array) is decoded with replacement and the count of replaced sequences is logged per file.
+The raw text kept with a quarantined record is cut to ``QUARANTINE_RAW_CHARS`` characters
+with a marker and its original length.
 """
 
 from __future__ import annotations
@@ -27,6 +50,9 @@ import pyarrow.parquet as pq
 from dataforge.errors import DataforgeError
 
 log = logging.getLogger("dataforge.tabular")
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+QUARANTINE_RAW_CHARS = 4 * KiB  # raw text kept with a quarantined record; the rest is cut
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
@@ -72,6 +98,76 @@ class InputError(DataforgeError, ValueError):
     """A problem with a whole input file (missing, unreadable, unknown format, missing column)."""
 
 
+_LIMIT_ENV = {"max_bytes": "DATAFORGE_MAX_INPUT_BYTES", "max_rows": "DATAFORGE_MAX_INPUT_ROWS",
+              "max_value_bytes": "DATAFORGE_MAX_VALUE_BYTES", "max_depth": "DATAFORGE_MAX_JSON_DEPTH"}
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one input file may hold (see the module docstring for the reasons of the defaults)."""
+
+    max_bytes: int = 4 * GiB  # decompressed data of one file
+    max_rows: int = 20_000_000  # records of one file
+    max_value_bytes: int = 16 * MiB  # one JSON line / one Parquet string value
+    max_depth: int = 64  # nesting of one JSON line
+
+    def __post_init__(self) -> None:
+        for name in _LIMIT_ENV:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ReadLimits.{name} must be a positive whole number, got {v!r}")
+
+    @classmethod
+    def from_env(cls) -> ReadLimits:
+        """The defaults, each overridden by its environment variable when set
+        (``DATAFORGE_MAX_INPUT_BYTES``, ``..._INPUT_ROWS``, ``..._VALUE_BYTES``, ``..._JSON_DEPTH``)."""
+        values = {}
+        for name, env in _LIMIT_ENV.items():
+            raw = os.environ.get(env, "").strip()
+            if raw:
+                try:
+                    values[name] = int(raw.replace("_", ""))
+                except ValueError:
+                    raise InputError(f"{env}={raw!r}: expected a whole number") from None
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise InputError(f"read limits from the environment: {err}") from None
+
+    def env_name(self, name: str) -> str:
+        return _LIMIT_ENV[name]
+
+
+def read_limits(limits: ReadLimits | None = None) -> ReadLimits:
+    """``limits``, or the defaults with the environment's overrides."""
+    return limits if limits is not None else ReadLimits.from_env()
+
+
+def _over(path: Path, what: str, value: int, limits: ReadLimits, name: str) -> InputError:
+    return InputError(f"{path}: {what} {value:,}, over the limit of {getattr(limits, name):,} "
+                      f"({limits.env_name(name)})")
+
+
+_JSON_TOKEN_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def json_depth_over(line: str, max_depth: int) -> int | None:
+    """The nesting depth reached by JSON text ``line`` when it exceeds ``max_depth``, else None;
+    one linear pass over its brackets outside strings (``json.loads`` recurses per level)."""
+    if line.count("[") + line.count("{") <= max_depth:
+        return None
+    depth = 0
+    for m in _JSON_TOKEN_RE.finditer(line):
+        ch = m.group()
+        if ch == "[" or ch == "{":
+            depth += 1
+            if depth > max_depth:
+                return depth
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return None
+
+
 @dataclass(frozen=True)
 class Quarantined:
     """A record that could not be used, with where it was and why."""
@@ -79,13 +175,22 @@ class Quarantined:
     file: str
     line: int
     reason: str
-    raw: str
+    raw: str  # cut to QUARANTINE_RAW_CHARS characters, with a marker
     record: int | None = None  # index in a JSON array; None for line formats
+    raw_length: int | None = None  # the raw text's length in characters when it was cut
+
+    def __post_init__(self) -> None:
+        if len(self.raw) > QUARANTINE_RAW_CHARS:
+            n = self.raw_length if self.raw_length is not None else len(self.raw)
+            object.__setattr__(self, "raw_length", n)
+            object.__setattr__(self, "raw", f"{self.raw[:QUARANTINE_RAW_CHARS]}… [cut: {n:,} characters in all]")
 
     def as_dict(self) -> dict:
         d: dict = {"file": self.file, "line": self.line, "reason": self.reason, "raw": self.raw}
         if self.record is not None:
             d["record"] = self.record
+        if self.raw_length is not None:
+            d["raw_length"] = self.raw_length
         return d
 
 
@@ -111,23 +216,126 @@ def write_quarantine(path: Path, rows: list[Quarantined]) -> None:
             f.write(_one_line_json(r.as_dict()) + "\n")
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number from 1, line without its newline); a byte-order mark is not data."""
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        for lineno, raw in enumerate(f, start=1):
-            yield lineno, raw.rstrip("\n").rstrip("\r")
+_BOM = b"\xef\xbb\xbf"
+_REPLACEMENT = "\ufffd"
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    """(line, object or None, error or None, raw line) for each non-blank line of a JSONL file."""
-    for lineno, raw in iter_lines(path):
+def _decode(data: bytes) -> tuple[str, int]:
+    """(text, number of invalid UTF-8 sequences replaced by U+FFFD)."""
+    try:
+        return data.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        return text, text.count(_REPLACEMENT) - data.count(_REPLACEMENT.encode("utf-8"))
+
+
+def check_file_size(path: Path, limits: ReadLimits | None = None) -> None:
+    """:class:`InputError` when a (not compressed) text file is bigger than ``max_bytes``."""
+    lim = read_limits(limits)
+    size = os.path.getsize(path)
+    if size > lim.max_bytes:
+        raise _over(path, "size in bytes", size, lim, "max_bytes")
+
+
+def iter_text_lines(path: Path, limits: ReadLimits | None = None) -> Iterator[tuple[int, str, str | None]]:
+    """(line number from 1, line without its line break, problem or None) for each line, read
+    in chunks of at most ``max_value_bytes`` (a line longer than that is never held whole: it
+    comes with a problem and its head only). Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (as
+    Python's text mode reads them); a byte-order mark is not data. A line that is not valid
+    UTF-8 comes decoded with replacement and the problem "invalid UTF-8 (...)"."""
+    lim = read_limits(limits)
+    cap = lim.max_value_bytes
+    lineno = 0
+    with open(path, "rb") as f:
+        first = True
+        while True:
+            chunk = f.readline(cap + 1)
+            if not chunk:
+                break
+            if first:
+                first = False
+                if chunk.startswith(_BOM):
+                    chunk = chunk[len(_BOM):]
+            if len(chunk) > cap and not chunk.endswith(b"\n"):  # over-long: skip the rest unkept
+                size, head = len(chunk), chunk[:QUARANTINE_RAW_CHARS * 4]
+                while True:
+                    more = f.readline(MiB)
+                    if not more:
+                        break
+                    size += len(more)
+                    if more.endswith(b"\n"):
+                        break
+                lineno += 1
+                text, _ = _decode(head)
+                yield lineno, text, (f"line of {size:,} bytes, over the limit of {cap:,} bytes for one record "
+                                     f"({lim.env_name('max_value_bytes')})")
+                continue
+            if b"\r" in chunk:
+                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            parts = chunk.split(b"\n")
+            if chunk.endswith(b"\n"):
+                parts.pop()
+            for part in parts:
+                lineno += 1
+                text, bad = _decode(part)
+                yield lineno, text, (f"invalid UTF-8 ({bad} byte sequence{'s that are' if bad != 1 else ' that is'} not UTF-8)"
+                                     if bad else None)
+
+
+def iter_lines(path: Path, limits: ReadLimits | None = None) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line without its newline) of a text file; a byte-order mark is not
+    data. Invalid UTF-8 is replaced (U+FFFD) and the lines that held some are counted and
+    logged once for the file; a line over ``max_value_bytes`` comes cut to its head, logged."""
+    path = Path(path)
+    check_file_size(path, limits)
+    invalid = 0
+    for lineno, text, problem in iter_text_lines(path, limits):
+        if problem is not None:
+            if problem.startswith("invalid UTF-8"):
+                invalid += 1
+            else:
+                log.warning("%s line %d: %s (cut)", path, lineno, problem)
+        yield lineno, text
+    if invalid:
+        log.warning("%s: %d line%s with invalid UTF-8 (read with U+FFFD in place of the bad bytes)",
+                    path, invalid, "s" if invalid != 1 else "")
+
+
+def iter_json_lines(path: Path, limits: ReadLimits | None = None
+                    ) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    """(line, object or None, error or None, raw line) for each non-blank line of a JSONL file.
+    A line over ``max_value_bytes``, nested deeper than ``max_depth``, or not valid UTF-8 is an
+    error for that line; more than ``max_rows`` lines, or a file over ``max_bytes``, is an
+    :class:`InputError`."""
+    path = Path(path)
+    lim = read_limits(limits)
+    check_file_size(path, lim)
+    rows = 0
+    for lineno, raw, problem in iter_text_lines(path, lim):
         line = raw.strip()
-        if not line:
+        if not line and problem is None:
+            continue
+        rows += 1
+        if rows > lim.max_rows:
+            raise InputError(f"{path}: more than {lim.max_rows:,} records (line {lineno:,}), over the limit of "
+                             f"{lim.max_rows:,} rows ({lim.env_name('max_rows')})")
+        if problem is not None:
+            yield lineno, None, problem, raw
+            continue
+        depth = json_depth_over(line, lim.max_depth)
+        if depth is not None:
+            yield lineno, None, (f"JSON nested deeper than {lim.max_depth} levels ({lim.env_name('max_depth')})"), raw
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             yield lineno, None, f"not valid JSON: {err.msg} at column {err.colno}", raw
+            continue
+        except RecursionError:
+            yield lineno, None, "JSON nested too deeply to read", raw
+            continue
+        except ValueError as err:  # an integer of more than 4300 digits
+            yield lineno, None, f"not readable JSON: {err}", raw
             continue
         if not isinstance(obj, dict):
             yield lineno, None, f"expected a JSON object, got {type(obj).__name__}", raw
@@ -138,46 +346,170 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict | None, str | None, 
         yield lineno, obj, None, raw
 
 
-def iter_records(path: Path, batch_size: int = 4096) -> Iterator[tuple[int, dict | None, str | None, str]]:
+# --- Parquet -----------------------------------------------------------------------------------
+
+def _is_bytes_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def open_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str] | None = None) -> pq.ParquetFile:
+    """The file, its footer checked against the limits: rows and the uncompressed size of its
+    column chunks (of ``columns``, or all). String and binary columns are read as dictionaries
+    (see :func:`iter_parquet_batches`). :class:`InputError` when unreadable or over a limit."""
+    path = Path(path)
+    lim = read_limits(limits)
+    try:
+        pf = pq.ParquetFile(path)
+        decode_field_names(pf.schema_arrow)
+        md = pf.metadata
+        wanted = None if columns is None else set(columns)
+        size = 0
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            for c in range(rg.num_columns):
+                cc = rg.column(c)
+                if wanted is None or cc.path_in_schema.split(".")[0] in wanted:
+                    size += cc.total_uncompressed_size
+        dict_cols = [f.name for f in pf.schema_arrow if _is_bytes_type(f.type)
+                     and (wanted is None or f.name in wanted)]
+    except PARQUET_ERRORS as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+    if md.num_rows > lim.max_rows:
+        raise _over(path, "rows", md.num_rows, lim, "max_rows")
+    if size > lim.max_bytes:
+        raise _over(path, "uncompressed size in bytes", size, lim, "max_bytes")
+    if not dict_cols:
+        return pf
+    try:
+        return pq.ParquetFile(path, read_dictionary=dict_cols)
+    except PARQUET_ERRORS as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+
+
+def _dense_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema],
+                     metadata=schema.metadata)
+
+
+def iter_parquet_batches(path: Path, limits: ReadLimits | None = None, batch_size: int = 4096,
+                         columns: list[str] | None = None
+                         ) -> Iterator[tuple[int, pa.RecordBatch, pa.Array, list[tuple[int, str]]]]:
+    """(rows read so far, batch, row numbers of the batch's rows from 1 (int64), rejected rows) for a
+    Parquet file read in batches. Before a batch is decoded its size is known (a string column
+    arrives as a dictionary: its values' lengths taken by the indices give the decoded size
+    without decoding); the file's total over ``max_bytes`` is an :class:`InputError`, and a row
+    with a string value over ``max_value_bytes`` is left out of the batch and returned as
+    (row, reason). Batches are dense (dictionaries decoded) and valid UTF-8."""
+    path = Path(path)
+    lim = read_limits(limits)
+    pf = open_parquet(path, lim, columns)
+    n = total = 0
+    batches = pf.iter_batches(batch_size=batch_size, columns=columns)
+    while True:
+        try:  # a file whose footer reads but whose pages are corrupt fails here, not above
+            batch = next(batches)
+        except StopIteration:
+            break
+        except PARQUET_ERRORS as err:
+            raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
+        rows = batch.num_rows
+        size = 0
+        over = None
+        reasons: dict[int, str] = {}
+        for i, f in enumerate(batch.schema):
+            col = batch.column(i)
+            if pa.types.is_dictionary(col.type) and _is_bytes_type(col.type.value_type):
+                lengths = pc.take(pc.binary_length(col.dictionary), col.indices)
+            elif _is_bytes_type(col.type):
+                lengths = pc.binary_length(col)
+            else:
+                size += col.nbytes
+                continue
+            size += (pc.sum(lengths).as_py() or 0) + 8 * rows
+            big = pc.fill_null(pc.greater(lengths, lim.max_value_bytes), False)
+            if pc.any(big).as_py():
+                for r, ln in zip(pc.indices_nonzero(big).to_pylist(), pc.filter(lengths, big).to_pylist()):
+                    reasons.setdefault(r, f"value of column {f.name!r} is {ln:,} bytes, over the limit of "
+                                          f"{lim.max_value_bytes:,} ({lim.env_name('max_value_bytes')})")
+                over = big if over is None else pc.or_(over, big)
+        total += size
+        if total > lim.max_bytes:
+            raise _over(path, f"decoded size in bytes (by row {n + rows:,})", total, lim, "max_bytes")
+        numbers = pa.array(range(n + 1, n + rows + 1), pa.int64())
+        rejected = [(n + 1 + r, why) for r, why in sorted(reasons.items())]
+        if over is not None:
+            keep = pc.invert(over)
+            batch = batch.filter(keep)
+            numbers = numbers.filter(keep)
+        arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
+        try:
+            batch = pa.RecordBatch.from_arrays(arrays, schema=_dense_schema(batch.schema))
+            batch.validate(full=True)  # strings that are not UTF-8
+        except PARQUET_ERRORS as err:
+            raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
+        n += rows
+        yield n, batch, numbers, rejected
+
+
+def read_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str] | None = None
+                 ) -> tuple[pa.Table, pa.Array, list[tuple[int, str]]]:
+    """(table, row number from 1 of each of its rows, rejected (row, reason)) of a Parquet file
+    read within the limits (:func:`iter_parquet_batches`)."""
+    path = Path(path)
+    batches: list[pa.RecordBatch] = []
+    numbers: list[pa.Array] = []
+    rejected: list[tuple[int, str]] = []
+    schema = None
+    for _, batch, nums, bad in iter_parquet_batches(path, limits, columns=columns):
+        schema = batch.schema
+        batches.append(batch)
+        numbers.append(nums)
+        rejected.extend(bad)
+    if schema is None:
+        try:
+            full = pq.read_schema(path)
+        except PARQUET_ERRORS as err:
+            raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+        schema = _dense_schema(pa.schema([full.field(c) for c in columns]) if columns else full)
+    try:
+        rows = pa.concat_arrays(numbers) if numbers else pa.array([], pa.int64())
+        return pa.Table.from_batches(batches, schema=schema), rows, rejected
+    except PARQUET_ERRORS as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+
+
+def iter_records(path: Path, batch_size: int = 4096, limits: ReadLimits | None = None
+                 ) -> Iterator[tuple[int, dict | None, str | None, str]]:
     """(line or row number, record or None, error or None, raw text) for each record of a
-    JSON-lines or Parquet file (Parquet rows are numbered from 1 and carry no raw text)."""
+    JSON-lines or Parquet file (Parquet rows are numbered from 1 and carry no raw text), within
+    the read limits (:class:`ReadLimits`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        yield from iter_json_lines(path)
+        yield from iter_json_lines(path, limits)
     elif suffix == ".parquet":
-        try:
-            pf = pq.ParquetFile(path)
-            decode_field_names(pf.schema_arrow)
-        except PARQUET_ERRORS as err:
-            raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-        n = 0
-        batches = pf.iter_batches(batch_size=batch_size)
-        while True:
-            try:  # a file whose footer reads but whose pages are corrupt fails here, not above
-                batch = next(batches)
-                batch.validate(full=True)  # strings that are not UTF-8
-            except StopIteration:
-                break
-            except PARQUET_ERRORS as err:
-                raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
-            for rec in batch.to_pylist():
-                n += 1
-                yield n, rec, None, ""
+        for _, batch, numbers, rejected in iter_parquet_batches(path, limits, batch_size):
+            bad = dict(rejected)
+            recs = iter(batch.to_pylist())
+            for num in sorted([*numbers.to_pylist(), *bad]):
+                if num in bad:
+                    yield num, None, bad[num], ""
+                else:
+                    yield num, next(recs), None, ""
     else:
         raise InputError(f"{path}: unknown input format {suffix!r}; expected .jsonl or .parquet")
 
 
-def read_text_table(path: str | Path, text_column: str = "text",
-                    keep_columns: bool = True) -> tuple[pa.Table, list[Quarantined]]:
+def read_text_table(path: str | Path, text_column: str = "text", keep_columns: bool = True,
+                    limits: ReadLimits | None = None) -> tuple[pa.Table, list[Quarantined]]:
     """A table with a ``text`` column (renamed from ``text_column``), ``source_file`` and
     ``source_row`` (line of a JSONL file, row from 1 of a Parquet file), and an ``id`` (the
     file's own ``id`` when it has a string one, else a content hash of the text) — the columns
     the curation functions need to run on any user file. Rows whose text is missing or not a
-    string are quarantined, as are malformed JSON lines. Parquet is read in bulk; only JSONL is
-    parsed line by line."""
+    string are quarantined, as are malformed JSON lines and records over a read limit
+    (:class:`ReadLimits`). Parquet is read in batches; JSONL line by line."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -185,15 +517,15 @@ def read_text_table(path: str | Path, text_column: str = "text",
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         try:
-            table = pq.read_table(path)
-            decode_field_names(table.schema)
-            table.validate(full=True)  # strings that are not UTF-8
+            names = pq.read_schema(path).names
         except PARQUET_ERRORS as err:
             raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-        if text_column not in table.column_names:
-            raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(table.column_names)}); "
+        if text_column not in names:
+            raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(names)}); "
                              f"name the text column with --text-column")
-        rows = pa.array(range(1, table.num_rows + 1), pa.int64())
+        table, numbers, rejected = read_parquet(path, limits)
+        quarantined.extend(Quarantined(str(path), r, why, "") for r, why in rejected)
+        rows = numbers
         col = table.column(text_column)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             raise InputError(f"{path}: column {text_column!r} is {col.type}, expected a string column")
@@ -206,7 +538,7 @@ def read_text_table(path: str | Path, text_column: str = "text",
     elif suffix in JSONL_SUFFIXES:
         recs: list[dict] = []
         lines: list[int] = []
-        for lineno, obj, err, raw in iter_json_lines(path):
+        for lineno, obj, err, raw in iter_json_lines(path, limits):
             if obj is None:
                 quarantined.append(Quarantined(str(path), lineno, err or "unreadable", raw))
                 continue

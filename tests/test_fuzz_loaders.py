@@ -358,3 +358,53 @@ def test_regression_rows_without_their_own_id_get_the_content_hash(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"text": "b"}\n')
     alone, _ = read_text_table(tmp_path / "b.jsonl", "text")
     assert ids[1] == alone.column("id")[0].as_py()  # the same content hash as a file without ids
+
+
+_LOADERS = [("seeds.jsonl", S.load_gsm8k_jsonl), ("in.jsonl", lambda p: read_text_table(p, "text")),
+            ("p.jsonl", lambda p: load_passages(p, "text")),
+            ("sols.jsonl", lambda p: _verify_rows(p))]
+
+
+def _verify_rows(path: Path) -> tuple[list, list]:
+    out = path.with_name("out.jsonl")
+    summary = verify_file(path, out, Fields(solution="answer"))
+    qpath = summary.quarantine_file
+    bad = [json.loads(x) for x in Path(qpath).read_text(encoding="utf-8").splitlines()] if qpath else []
+    return [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()], \
+        [Quarantined(b["file"], b["line"], b["reason"], b["raw"]) for b in bad]
+
+
+@given(depth=st.integers(min_value=65, max_value=200_000), opener=st.sampled_from(["[", "{\"a\": ", "[{\"b\": "]))
+@fuzz
+def test_deep_nesting_quarantines_one_line(depth, opener):
+    # json.loads recursed: a line of 100k "[" raised RecursionError and aborted the whole file
+    good = '{"question": "What is 1 + 2?", "answer": "#### 3", "text": "A passage."}'
+    with tempfile.TemporaryDirectory() as d:
+        for name, loader in _LOADERS:
+            path = Path(d) / name
+            path.write_text(f"{good}\n{opener * depth}\n{good.replace('1 + 2', '2 + 2').replace('A p', 'Another p')}\n",
+                            encoding="utf-8")
+            loaded, bad = loader(path)
+            assert len(loaded) == 2 and [q.line for q in bad] == [2], name
+            assert "nested" in bad[0].reason and len(bad[0].raw) < 5000
+
+
+@given(size=st.integers(min_value=1025, max_value=300_000), fill=st.sampled_from(["x", "\u00e9", "[", " "]))
+@fuzz
+def test_long_lines_are_quarantined_cut(size, fill):
+    good = '{"question": "What is 1 + 2?", "answer": "#### 3", "text": "A passage."}'
+    old = os.environ.get("DATAFORGE_MAX_VALUE_BYTES")
+    os.environ["DATAFORGE_MAX_VALUE_BYTES"] = "1024"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            for name, loader in _LOADERS:
+                path = Path(d) / name
+                path.write_text(f"{good}\n{fill * size}\n", encoding="utf-8")
+                loaded, bad = loader(path)
+                assert len(loaded) == 1 and [q.line for q in bad] == [2], name
+                assert "DATAFORGE_MAX_VALUE_BYTES" in bad[0].reason and len(bad[0].raw) < 5000
+    finally:
+        if old is None:
+            os.environ.pop("DATAFORGE_MAX_VALUE_BYTES", None)
+        else:
+            os.environ["DATAFORGE_MAX_VALUE_BYTES"] = old

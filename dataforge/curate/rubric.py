@@ -81,7 +81,10 @@ async def rate_texts(client: TeacherClient, texts: Sequence[str], rubric: str, *
             c = await client.complete_structured(rubric_messages(rubric, text, max_chars), RubricRating,
                                                  temperature=temperature, max_tokens=max_tokens, seed=seed,
                                                  name="rubric_rating")
-            parsed = c.parsed if isinstance(c.parsed, RubricRating) else parse_structured(c.text, RubricRating)
+            try:
+                parsed = c.parsed if isinstance(c.parsed, RubricRating) else parse_structured(c.text, RubricRating)
+            except (ValueError, RecursionError) as err:  # a reply that is not the schema: this text's failure only
+                return Rating(None, None, f"malformed rating reply: {str(err)[:200]}", c.request_hash, c.cached)
             return Rating(parsed.score, parsed.reasoning, None, c.request_hash, c.cached)
         except TeacherError as err:
             return Rating(None, None, err.reason)

@@ -16,6 +16,12 @@ is ..." (the answer trigger of zero-shot CoT, Kojima et al. 2022). Failing all o
 answer-cleansing fallback of Kojima et al.: the last number (numeric), the last option
 mentioned (option), a sentence that opens with yes or no (yesno). An option answer is always
 checked against the options: a letter that is not one of them is no answer.
+
+Every scanner here runs in time linear in the reply (a teacher reply is untrusted input: 20k
+newlines or thousands of unclosed ``\\boxed{`` must not take seconds). Three bounds make that
+hold and never matter for a real reply: a box whose contents exceed ``MAX_BOX_CHARS`` is not an
+answer, only the last ``MAX_TRIGGERS`` answer triggers are read, and what follows a trigger is
+read up to ``MAX_SPAN_CHARS`` characters of its line.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -133,22 +140,33 @@ def _last_number(text: str) -> str | None:
 # --- LaTeX \boxed{...} ---------------------------------------------------------------------
 
 _BOX_START_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE_RE = re.compile(r"[{}]")
+MAX_BOX_CHARS = 1000  # a final answer in a box is short; a longer "box" is not read (nor copied)
+MAX_TRIGGERS = 32  # the last answer triggers read ("the answer is ..."), last first
+MAX_SPAN_CHARS = 2000  # what follows a trigger, up to the end of its line or this many characters
+MAX_FRAC_NESTING = 8  # \\frac inside \\frac read this deep; deeper ones keep their braces removed
 
 
 def boxed_contents(text: str) -> list[str]:
     """The contents of every ``\\boxed{...}`` in ``text``, braces balanced (so
-    ``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); an unclosed box is ignored."""
+    ``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); an unclosed box is ignored, as is one
+    longer than ``MAX_BOX_CHARS``. One pass over the braces (a stack) matches every box, so
+    thousands of unclosed boxes cost no more than one."""
+    opens = [m.end() for m in _BOX_START_RE.finditer(text)]
+    if not opens:
+        return []
+    close: dict[int, int] = {}  # position after a "{" -> position of its matching "}"
+    stack: list[int] = []
+    for m in _BRACE_RE.finditer(text, opens[0] - 1):
+        if m.group() == "{":
+            stack.append(m.end())
+        elif stack:
+            close[stack.pop()] = m.start()
     out = []
-    for m in _BOX_START_RE.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            out.append(text[m.end(): i - 1])
+    for o in opens:
+        c = close.get(o)
+        if c is not None and c - o <= MAX_BOX_CHARS:
+            out.append(text[o:c])
     return out
 
 
@@ -162,7 +180,9 @@ def latex_to_plain(s: str) -> str:
     units dropped, ``\\$``, ``\\%``, ``{,}``, ``^\\circ`` and spacing commands removed."""
     s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(1) + " ", s)
     prev = None
-    while prev != s:
+    for _ in range(MAX_FRAC_NESTING):  # innermost first; each pass reads one level of nesting
+        if prev == s:
+            break
         prev = s
         s = _FRAC_RE.sub(lambda m: _frac(m.group(1), m.group(2)), s)
     s = _FRAC_SHORT_RE.sub(r"\1/\2", s)
@@ -190,12 +210,15 @@ def _number_in_box(content: str) -> str | None:
 # --- the marked answer ---------------------------------------------------------------------
 
 def _marked_spans(text: str, options: bool = False) -> list[str]:
-    """The text after each answer trigger, up to the end of its line, last trigger first."""
+    """The text after each answer trigger, up to the end of its line, last trigger first
+    (the last ``MAX_TRIGGERS`` triggers, each span at most ``MAX_SPAN_CHARS`` characters)."""
+    ends = deque((m.end() for m in (_OPTION_MARKER_RE if options else _MARKER_RE).finditer(text)),
+                 maxlen=MAX_TRIGGERS)
     spans = []
-    for m in (_OPTION_MARKER_RE if options else _MARKER_RE).finditer(text):
-        rest = text[m.end():]
-        spans.append(rest.split("\n", 1)[0])
-    return spans[::-1]
+    for start in reversed(ends):
+        stop = text.find("\n", start, start + MAX_SPAN_CHARS)
+        spans.append(text[start: stop if stop >= 0 else start + MAX_SPAN_CHARS])
+    return spans
 
 
 def _hash_spans(text: str) -> list[str]:
@@ -422,11 +445,42 @@ def extract_yesno(text: str | None) -> str | None:
     head = re.match(r"^\W*(yes|no)\b(?!\s+(?:one|longer|more|matter|doubt)\b)", text, re.IGNORECASE)
     if head:
         return head.group(1).lower()
-    found = _YESNO_SENTENCE_RE.findall(text)
-    if found:
-        a, b = found[-1]
-        return (a or b).lower()
-    return None
+    return _last_yesno_sentence(text)
+
+
+_YESNO_WORD_RE = re.compile(r"(?:^|(?<=[\s.!?]))(?:yes|no)", re.IGNORECASE)
+
+
+def _last_yesno_sentence(text: str) -> str | None:
+    """The answer of the last match of ``_YESNO_SENTENCE_RE`` in ``text`` (as ``findall``
+    gives them: left to right, not overlapping), found in linear time: the regex itself
+    retries its ``[.!?\\n]\\s*`` from every newline of a run of them (quadratic)."""
+    n = len(text)
+    pos = 0  # where the previous match ended
+    last = None
+    for m in _YESNO_WORD_RE.finditer(text):
+        j = m.start()
+        if j > 0:
+            k = j  # start of the whitespace run before the word
+            while k > 0 and text[k - 1].isspace():
+                k -= 1
+            # a match starts at ".!?" before the run, or at a newline inside it, at or after pos
+            if not ((k > 0 and k - 1 >= pos and text[k - 1] in ".!?")
+                    or text.find("\n", max(k, pos), j) >= 0):
+                continue
+        elif pos > 0:
+            continue
+        q = m.end()
+        while q < n and text[q].isspace():
+            q += 1
+        if q < n and text[q] in ",.!;:":
+            pos = q + 1
+        elif q == n:
+            pos = n
+        else:
+            continue
+        last = m.group().lower()
+    return last
 
 
 # --- free text -----------------------------------------------------------------------------

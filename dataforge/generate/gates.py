@@ -53,6 +53,9 @@ _TERMINAL = re.compile(r"[.!?;,…\"'”’)]\s*$")
 _WORDS = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|\d+")
 
 
+HEADING_LINE_CHARS = 1000  # a longer first line is read this far for a heading
+
+
 @functools.lru_cache(maxsize=1)
 def _compiled() -> dict[str, Any]:
     data = load_compliance_patterns()
@@ -168,7 +171,10 @@ def compliance(text: str, finish_reason: str | None, *, heading_forbidden: bool 
                     return reason, _excerpt(head[off + m.start():])
     if heading_forbidden:
         line = _normalize(first)
-        if any(rx.match(first) for r, w, rx in c["rules"] if r == "heading") \
+        # a heading is short: the patterns read at most HEADING_LINE_CHARS of the first line (one
+        # of them backtracks ~100 steps a character, so a 1 MB first line took seconds)
+        probe = first if len(first) <= HEADING_LINE_CHARS else first[:HEADING_LINE_CHARS] + "\n…"
+        if any(rx.match(probe) for r, w, rx in c["rules"] if r == "heading") \
                 or _looks_like_title(line, followed, c["small_words"]):
             return "heading", _excerpt(line)
     whole = None

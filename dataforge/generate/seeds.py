@@ -41,7 +41,7 @@ from typing import Any, Literal, get_args
 from dataforge.config import ConfigError
 from dataforge.generate.answers import Choice, format_options, gold_from_gsm8k, parse_gold, parse_options
 from dataforge.tabular import (  # noqa: F401 (Quarantined, write_quarantine: re-exported)
-    Quarantined, iter_json_lines, iter_lines, lone_surrogate, write_quarantine)
+    Quarantined, check_file_size, iter_json_lines, iter_lines, lone_surrogate, write_quarantine)
 
 log = logging.getLogger("dataforge.seeds")
 
@@ -83,7 +83,7 @@ class _Collector:
         self.first_seen: dict[str, str] = {}
 
     def reject(self, path: Path, line: int, reason: str, raw: str, record: int | None = None) -> None:
-        self.bad.append(Quarantined(str(path), line, reason, raw[:2000], record))
+        self.bad.append(Quarantined(str(path), line, reason, raw, record))  # raw cut by Quarantined
         where = f"line {line}" + (f" (record {record})" if record is not None else "")
         log.warning("%s %s: %s (quarantined)", path, where, reason)
 
@@ -121,7 +121,13 @@ def _json_records(path: Path, c: _Collector, array_key: str | None = None
     the array under ``array_key`` of a top-level object). Records are decoded one at a time,
     so each gets its own line number and one broken record quarantines only the rest of the
     file from there, not what came before."""
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    check_file_size(path)
+    data = path.read_bytes()
+    text = data.decode("utf-8-sig", errors="replace")
+    bad_utf8 = text.count("\ufffd") - data.count("\ufffd".encode("utf-8"))
+    if bad_utf8:
+        log.warning("%s: %d byte sequence%s that are not UTF-8 (read as U+FFFD)", path, bad_utf8,
+                    "s" if bad_utf8 != 1 else "")
     starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
 
     def line_of(pos: int) -> int:
@@ -145,6 +151,10 @@ def _json_records(path: Path, c: _Collector, array_key: str | None = None
         except json.JSONDecodeError as err:
             c.reject(path, err.lineno, f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}; "
                      "the rest of the file cannot be read", text[pos: pos + 200], index)
+            return
+        except (RecursionError, ValueError) as err:  # nested too deep; an integer of > 4300 digits
+            why = "JSON nested too deeply to read" if isinstance(err, RecursionError) else f"not readable JSON: {err}"
+            c.reject(path, line_of(pos), f"{why}; the rest of the file cannot be read", text[pos: pos + 200], index)
             return
         raw = text[pos:end]
         if isinstance(obj, dict) and lone_surrogate(raw, obj):

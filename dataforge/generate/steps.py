@@ -306,6 +306,21 @@ class _Tok:
         self.low = text.lower() if kind == "word" else text
 
 
+def _char_before(text: str, i: int) -> str:
+    """``text[:i].rstrip()[-1:]`` without copying ``text[:i]`` (quadratic over many tokens)."""
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    return text[i - 1] if i > 0 else ""
+
+
+def _char_after(text: str, i: int) -> str:
+    """``text[i:].lstrip()[:1]`` without copying ``text[i:]``."""
+    n = len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    return text[i] if i < n else ""
+
+
 def _tokenize(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
     line_start = True
@@ -345,8 +360,8 @@ def _tokenize(text: str) -> list[_Tok]:
                 toks.append(_Tok("punct", raw, s, e))  # a bullet or markdown
                 continue
             if raw == "**":
-                prev = text[:s].rstrip()[-1:]
-                after = text[e:].lstrip()[:1]
+                prev = _char_before(text, s)
+                after = _char_after(text, e)
                 if not ((prev.isdigit() or prev == ")") and (after.isdigit() or after == "(")):
                     line_start = False
                     continue  # markdown bold: no token at all ("= **$20**")
@@ -838,7 +853,7 @@ _SMALL_NUMBER = (r"\d+(?:\.\d+)?|\b(?:an?|" + "|".join(sorted(_UNITS_WORDS | _TE
 _HALF_MORE_RE = re.compile(r"(" + _SMALL_NUMBER + r")\s+(?:[a-z]+\s+){0,2}and\s+(?:a\s+)?half\b", re.IGNORECASE)
 _HOURS_MINUTES_RE = re.compile(r"(" + _SMALL_NUMBER + r")\s+hours?\s+(?:and\s+)?(\d+)\s+minutes?", re.IGNORECASE)
 _MIXED_RE = re.compile(r"(?<![\d.,/])(\d+)\s+(?:and\s+)?(\d+)/(\d+)(?![\d/])")
-_SCALED_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(hundred|thousand|million|billion)\b", re.IGNORECASE)
+_SCALED_RE = re.compile(r"(?<!\d)(\d+(?:\.\d+)?)\s*(hundred|thousand|million|billion)\b", re.IGNORECASE)
 
 
 def _word_number_at(words: list[str], i: int) -> tuple[int, int]:
@@ -920,6 +935,21 @@ def _small_number(s: str) -> Fraction:
 def _scaled_numbers(text: str) -> list[Fraction]:
     """``120 million`` -> 120000000."""
     return [Fraction(m.group(1)) * _SCALE_WORDS[m.group(2).lower()] for m in _SCALED_RE.finditer(text)]
+
+
+_HASH_LINE_RE = re.compile(r"(?m)^[^\S\n]*####")
+
+
+def _answer_line_start(text: str) -> int | None:
+    """Where ``re.search(r"(?m)^\\s*####", text)`` starts, in linear time (that regex retries
+    its ``\\s*`` from every line start of a run of blank lines: quadratic)."""
+    m = _HASH_LINE_RE.search(text)
+    if m is None:
+        return None
+    k = m.end() - 4
+    while k > 0 and text[k - 1].isspace():
+        k -= 1
+    return k if k == 0 or text[k - 1] == "\n" else text.find("\n", k, m.end()) + 1
 
 
 class _Known:
@@ -1231,9 +1261,9 @@ class _Checker:
     def run(self, rationale: str) -> StepReport:
         prepared = _Text(rationale, _ANNOTATION_RE, lambda m: "")
         text = prepared.text
-        cut = re.search(r"(?m)^\s*####", text)
-        if cut:
-            text = text[:cut.start()]
+        cut = _answer_line_start(text)
+        if cut is not None:
+            text = text[:cut]
         latex = None
         if "\\" in text or _VULGAR_RE.search(text):
             latex = _Text(text, _LATEX_RE, _latex_repl)
@@ -1573,6 +1603,17 @@ def _first_literal(node):
     return node
 
 
+MAX_RATIONALE_CHARS = 50_000  # ~12k tokens, beyond the longest real reply (max_tokens): the rest is not read
+
+
+def _head(rationale: str) -> str:
+    """An untrusted reply's first ``MAX_RATIONALE_CHARS`` characters, cut at a line end."""
+    if len(rationale) <= MAX_RATIONALE_CHARS:
+        return rationale
+    cut = rationale.rfind("\n", 0, MAX_RATIONALE_CHARS)
+    return rationale[:cut if cut > 0 else MAX_RATIONALE_CHARS]
+
+
 def check_steps(rationale: str, question: str | None = None, *, track_values: bool | None = None,
                 check_annotations: bool = True, constants: Iterable[Fraction] | None = None,
                 conversions: Iterable[int] | None = None) -> StepReport:
@@ -1582,6 +1623,7 @@ def check_steps(rationale: str, question: str | None = None, *, track_values: bo
     line (GSM8K's final answer) is not read."""
     if not rationale:
         return StepReport(0, 0, None)
+    rationale = _head(rationale)
     track = (question is not None) if track_values is None else track_values
     units = unit_constants(question, rationale)
     if constants is None:
@@ -1871,7 +1913,9 @@ def _comment_start(line: str) -> int:
 # --------------------------------------------------------------------------- answer support
 
 # the statement of the final answer: everything from the last one on is not the derivation
-_ANSWER_STATEMENT = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:|^\s*####)", re.I | re.M)
+# (``^[^\S\n]*####``, not ``^\s*####``: that one retried its \s* from every line of a run of blank
+# lines, quadratic; the start moves past leading blank lines, which no reader of the cut text sees)
+_ANSWER_STATEMENT = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:|^[^\S\n]*####)", re.I | re.M)
 # a number as a reader sees one: thousands separators allowed, a unit glued on (25ml, 200cm),
 # but not a variable's coefficient (8x, 3N: a single letter glued on)
 _PLAIN_NUMBER = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?"
@@ -1894,7 +1938,7 @@ def _numbers_in(text: str) -> set[Fraction]:
 
 def _derivation(rationale: str | None) -> str:
     """The rationale without calculator marks, up to the last statement of its final answer."""
-    text = strip_annotations(rationale or "")
+    text = strip_annotations(_head(rationale or ""))
     starts = [m.start() for m in _ANSWER_STATEMENT.finditer(text)]
     return text[: starts[-1]] if starts else text
 

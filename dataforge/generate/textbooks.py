@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from dataforge.config import ConfigError, TextbookConfig
 from dataforge.curate.diversity_metrics import distinct_n
 from dataforge.hashing import file_sha256
-from dataforge.tabular import PARQUET_ERRORS, Quarantined, decode_field_names, iter_json_lines
+from dataforge.tabular import PARQUET_ERRORS, InputError, Quarantined, ReadLimits, iter_json_lines, read_parquet
 from dataforge.generate.taxonomy import LoadedTaxonomy, TopicUnit, inline_units, load_taxonomies
 from dataforge.generate.textbook_prompts import (
     PASSAGE_TEMPLATE,
@@ -77,7 +77,7 @@ def cut_extract(text: str, max_chars: int) -> str:
 
 
 def load_passages(path: str | Path, text_field: str = "text", id_field: str | None = None,
-                  max_chars: int = 1000) -> tuple[list[Passage], list[Quarantined]]:
+                  max_chars: int = 1000, limits: ReadLimits | None = None) -> tuple[list[Passage], list[Quarantined]]:
     """Seed passages from JSON lines (``.jsonl``/``.json``) or Parquet (``.parquet``).
 
     A malformed line or row is quarantined with file, line and reason and the rest loads; a
@@ -93,7 +93,7 @@ def load_passages(path: str | Path, text_field: str = "text", id_field: str | No
 
     def take(lineno: int, obj: Any, raw: str) -> None:
         def reject(reason: str) -> None:
-            bad.append(Quarantined(str(p), lineno, reason, raw[:2000]))
+            bad.append(Quarantined(str(p), lineno, reason, raw))  # raw cut by Quarantined
             log.warning("%s line %d: %s (quarantined)", p, lineno, reason)
 
         if not isinstance(obj, dict):
@@ -119,23 +119,32 @@ def load_passages(path: str | Path, text_field: str = "text", id_field: str | No
 
     if p.suffix.lower() == ".parquet":
         try:
-            table = pq.read_table(p)
-            decode_field_names(table.schema)
-            table.validate(full=True)  # strings that are not UTF-8
+            names = pq.read_schema(p).names
         except PARQUET_ERRORS as err:
             raise PassageError(f"textbooks.passages: {p}: not a readable Parquet file ({err})") from None
-        if text_field not in table.column_names:
+        if text_field not in names:
             raise PassageError(f"textbooks.passages: {p}: no column {text_field!r} "
-                               f"(columns: {', '.join(table.column_names)}); set textbooks.passage_field")
-        if id_field and id_field not in table.column_names:
+                               f"(columns: {', '.join(names)}); set textbooks.passage_field")
+        if id_field and id_field not in names:
             raise PassageError(f"textbooks.passages: {p}: no column {id_field!r} for textbooks.passage_id_field")
         cols = [text_field] + ([id_field] if id_field else [])
-        for i, row in enumerate(table.select(cols).to_pylist(), start=1):
+        try:  # only the columns used, within the read limits (a row over the value limit: quarantined)
+            table, numbers, rejected = read_parquet(p, limits, columns=cols)
+        except InputError as err:
+            raise PassageError(f"textbooks.passages: {err}") from None
+        for r, why in rejected:
+            bad.append(Quarantined(str(p), r, why, ""))
+            log.warning("%s line %d: %s (quarantined)", p, r, why)
+        for i, row in zip(numbers.to_pylist(), table.select(cols).to_pylist()):
             take(i, row, json.dumps(row, ensure_ascii=False, default=str))
     else:
-        for lineno, obj, err, raw in iter_json_lines(p):
+        try:
+            lines = list(iter_json_lines(p, limits))
+        except InputError as err:
+            raise PassageError(f"textbooks.passages: {err}") from None
+        for lineno, obj, err, raw in lines:
             if obj is None:
-                bad.append(Quarantined(str(p), lineno, err or "unreadable", raw[:2000]))
+                bad.append(Quarantined(str(p), lineno, err or "unreadable", raw))
                 log.warning("%s line %d: %s (quarantined)", p, lineno, err)
                 continue
             take(lineno, obj, raw)

@@ -34,7 +34,7 @@ from dataforge.generate.answers import (ANSWER_TYPES, Choice, answers_match, ext
 from dataforge import tabular
 from dataforge.errors import DataforgeError
 from dataforge.generate import steps
-from dataforge.tabular import Quarantined, write_quarantine
+from dataforge.tabular import QUARANTINE_RAW_CHARS, Quarantined, ReadLimits, write_quarantine
 
 VERDICTS = ("correct", "wrong_step", "incorrect", "no_answer", "no_gold")
 
@@ -90,10 +90,12 @@ class Fields:
     options: str | None = None  # a list ("A)21" or {label, text}) or a mapping label -> text
 
 
-def iter_records(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    """(line or row number, record or None, error or None, raw text) for each record."""
+def iter_records(path: Path, limits: ReadLimits | None = None
+                 ) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    """(line or row number, record or None, error or None, raw text) for each record, within
+    the read limits (:class:`dataforge.tabular.ReadLimits`; the environment's by default)."""
     try:
-        yield from tabular.iter_records(path)
+        yield from tabular.iter_records(path, limits=limits)
     except tabular.InputError as err:
         raise VerifyError(str(err)) from None
 
@@ -162,7 +164,7 @@ def quarantine_path_for(out: Path) -> Path:
 
 def verify_file(path: str | Path, out: str | Path | None = None, fields: Fields = Fields(),
                 answer_type: str = "auto", quarantine: str | Path | None = None,
-                check_steps: bool = True) -> VerifySummary:
+                check_steps: bool = True, limits: ReadLimits | None = None) -> VerifySummary:
     """Check every record of ``path``; write the rows to ``out`` (``.parquet`` or ``.jsonl``)
     and any malformed records to ``quarantine`` (default: beside ``out``)."""
     src = Path(path)
@@ -191,14 +193,14 @@ def verify_file(path: str | Path, out: str | Path | None = None, fields: Fields 
             raise VerifyError(f"{src}: not a readable Parquet file: {err}") from None
     if parquet_columns is not None and fields.solution not in parquet_columns:
         raise VerifyError(f"{src}: no column {fields.solution!r}; columns: {', '.join(parquet_columns)}")
-    for num, obj, error, raw in iter_records(src):
+    for num, obj, error, raw in iter_records(src, limits):
         if obj is None:
-            bad.append(Quarantined(str(src), num, error or "unreadable", raw[:2000]))
+            bad.append(Quarantined(str(src), num, error or "unreadable", raw))  # raw cut by Quarantined
             continue
         keys_seen.update(obj)
         result = verify_record(obj, fields, answer_type, check_steps)
         if isinstance(result, str):
-            bad.append(Quarantined(str(src), num, result, (raw or json.dumps(obj, default=str))[:2000]))
+            bad.append(Quarantined(str(src), num, result, raw or json.dumps(obj, default=str)[:2 * QUARANTINE_RAW_CHARS]))
             continue
         rows.append({"row": num, **result})
     if not rows and bad and keys_seen and fields.solution not in keys_seen:

@@ -161,7 +161,7 @@ def _from_json(text: str) -> ParsedReply | None:
         return None
     try:
         obj = json.loads(stripped)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON; nested deeper than the recursion limit; huge ints
         return None
     if not isinstance(obj, dict):
         return None
