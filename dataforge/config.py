@@ -794,6 +794,18 @@ class ExportConfig(_Model):
         return v
 
 
+class InputLimitsConfig(_Model):
+    """Limits on the files a run reads (seeds, passages, benchmarks; dataforge/tabular.py
+    ``ReadLimits``): a file over a limit is an error naming it, a record over one is quarantined.
+    Null keeps the default (4 GiB decompressed, 20 million rows, 16 MiB per value, JSON nesting
+    64); the environment variables (``DATAFORGE_MAX_INPUT_BYTES``, ...) and the CLI's flags win."""
+
+    max_bytes: int | None = Field(None, ge=1)
+    max_rows: int | None = Field(None, ge=1)
+    max_value_bytes: int | None = Field(None, ge=1)
+    max_depth: int | None = Field(None, ge=1)
+
+
 class PipelineBase(_Model):
     """The sections every pipeline has; :data:`PipelineConfig` adds one per registered stage."""
 
@@ -816,6 +828,7 @@ class PipelineBase(_Model):
     teacher: TeacherConfig = TeacherConfig()
     # one section per registered stage (textbooks, cot, heuristics, ...) is added by
     # _pipeline_config() from the stage registry, in chain order
+    inputs: InputLimitsConfig = InputLimitsConfig()
     slm: SlmConfig = SlmConfig()
     export: ExportConfig = ExportConfig()
     runner: RunnerConfig = RunnerConfig()
@@ -858,8 +871,9 @@ class PipelineBase(_Model):
         return (Path(self.source_path).parent / path).resolve()
 
     def snapshot(self) -> dict:
-        """The config as stored in run.json (it holds env-var names, never secrets)."""
-        return self.model_dump(mode="json")
+        """The config as stored in run.json (it holds env-var names, never secrets; the
+        teacher's base_url without user info or query string)."""
+        return redact_teacher_url(self.model_dump(mode="json"))
 
     def stage_hash(self, *sections: str, extra: Any = None) -> str:
         """Fingerprint of the config sections a stage depends on (for skip-on-resume)."""
@@ -867,14 +881,28 @@ class PipelineBase(_Model):
         for s in sections:
             value = getattr(self, s)
             data[s] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        data = redact_teacher_url(data)  # the hash is stored in run.json: no credentials in it
         if extra is not None:
             data["_extra"] = extra
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def teacher_identity(self) -> dict:
         """What decides the teacher's answers (not how fast we ask): generation stages hash it."""
+        from dataforge.teacher.urls import redact_url  # lazy: dataforge.teacher imports this module
+
+        # without credentials: they do not change the answers, and the hash lands in run.json
         return {"provider": self.teacher.provider, "model": self.teacher.model,
-                "base_url": self.teacher.resolved_base_url()}
+                "base_url": redact_url(self.teacher.resolved_base_url())}
+
+
+def redact_teacher_url(data: dict) -> dict:
+    """``data`` (a config dump) with ``teacher.base_url`` redacted (no user info, no query)."""
+    teacher = data.get("teacher")
+    if not isinstance(teacher, dict) or not teacher.get("base_url"):
+        return data
+    from dataforge.teacher.urls import redact_url  # lazy: dataforge.teacher imports this module
+
+    return {**data, "teacher": {**teacher, "base_url": redact_url(teacher["base_url"])}}
 
 
 def format_validation_error(err: ValidationError, where: str = "", prefix: str = "", as_flags: bool = False

@@ -32,13 +32,24 @@ turn) has no prompt and is left out of this layout (counted in the card and mani
 
 **Atomic.** The folder is built under a temporary name and renamed into place; a previous
 export is moved aside first and removed only after the new one is in place, so a crash (even
-``kill -9``) never leaves a half-written export under the final name.
+``kill -9``) never leaves a half-written export under the final name. Every file is fsynced
+before the rename and the folders after it.
+
+**One writer per export.** An export holds a lock for its folder (``.lock-export-<name>`` next
+to it: a ``flock``; a lease object on an object store) while it writes: a second export of the
+same folder waits for the first (``lock_timeout``), then replaces it whole. Its temporary folder
+is named for it alone and only it is removed on failure; the leftovers of killed exports are
+cleared under the lock, when no other export of that folder can be writing.
+
+**Verified.** The rows are read with every shard's sha256 checked against its manifest
+(``verify``, on by default): a shard changed after its commit fails the export, naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -59,7 +70,9 @@ from dataforge.errors import DataforgeError
 from dataforge.hashing import file_sha256
 from dataforge.progress import progress_bar
 from dataforge.records import MESSAGE_TYPE, render_messages
-from dataforge.store import TMP_PREFIX, FileEntry, Run, write_manifest
+from dataforge.store import TMP_PREFIX, FileEntry, Run, folder_lock, fsync_dir, fsync_file, write_manifest
+
+EXPORT_LOCK_TIMEOUT_S = 600.0  # a second export of the same folder waits this long for the first
 
 PROVENANCE = ["id", "kind", "topic", "audience", "style", "teacher_model", "template", "seed_id",
               "question", "answer", "gold_answer", "votes", "agreement", "run_id"]
@@ -308,19 +321,32 @@ def write_file(tmp: Path, rel: str, fmt: str, layout: str, table: pa.Table, engi
         (write_jsonl if engine == "arrow" else write_jsonl_reference)(p, table.select(jsonl_columns(layout)))
     else:
         pq.write_table(table, p, compression="zstd")
+    fsync_file(p)
     return FileEntry(rel, table.num_rows, p.stat().st_size, file_sha256(p))
 
 
 def _tmp_name(out_dir: Path, old: bool = False) -> Path:
-    return out_dir.parent / f"{TMP_PREFIX}export-{out_dir.name}-{'old-' if old else ''}{uuid.uuid4().hex[:8]}"
+    """A temporary folder name of this writer alone (its pid and a random part)."""
+    return (out_dir.parent / f"{TMP_PREFIX}export-{out_dir.name}-{'old-' if old else ''}"
+                             f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def export_lock_path(out_dir: Path) -> Path:
+    return Path(out_dir).parent / f".lock-export-{Path(out_dir).name}"
 
 
 def _remove_stale(out_dir: Path) -> None:
-    """Temporary folders of this export left by a killed process (never visible as the export)."""
-    pattern = re.compile(rf"{re.escape(TMP_PREFIX)}export-{re.escape(out_dir.name)}-(old-)?[0-9a-f]{{8}}")
+    """Temporary folders of this export left by a killed process (never visible as the export).
+    Called under the export's lock: no other export of this folder is writing one."""
+    pattern = re.compile(rf"{re.escape(TMP_PREFIX)}export-{re.escape(out_dir.name)}-(old-)?([0-9]+-)?[0-9a-f]{{8}}")
     for p in out_dir.parent.iterdir():
         if pattern.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for d in sorted({p.parent for p in root.rglob("*")} | {root}, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(d)
 
 
 def _write_layouts(tmp: Path, table: pa.Table, messages: pa.ListArray | None, kinds: Sequence[str],
@@ -353,12 +379,16 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
                  validation_fraction: float = 0.0, split_salt: str = DEFAULT_SALT,
                  prompt_style: str = "conversational", license_id: str = "unknown",
                  title: str = "dataforge export", card_info: Mapping[str, Any] | None = None,
-                 card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow") -> dict:
+                 card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow",
+                 lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S) -> dict:
     """Write ``table`` (sample rows) as a hand-off dataset at ``out_dir``; returns its manifest.
 
     ``kinds`` are layouts (:data:`LAYOUTS`), ``formats`` file formats (:data:`FORMATS`);
     ``card_info`` (funnel, teacher_models, config, run_id, ...) goes into the dataset card.
-    ``engine``: ``arrow`` (bulk, the default) or ``reference`` (row by row in Python)."""
+    ``engine``: ``arrow`` (bulk, the default) or ``reference`` (row by row in Python).
+    Holds the export folder's lock while it writes, waiting up to ``lock_timeout`` seconds
+    for another export of the same folder (None: for ever), then
+    :class:`~dataforge.store.LockHeld` naming it."""
     bad = [f for f in formats if f not in FORMATS] + [k for k in kinds if k not in LAYOUTS]
     if bad or not formats or not kinds:
         raise ExportError(f"unknown or missing export format/layout {bad}; formats: {', '.join(FORMATS)}; "
@@ -369,7 +399,16 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
         raise ExportError(f"engine must be arrow or reference, got {engine!r}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out_dir)
+    with folder_lock(export_lock_path(out_dir), f"export {out_dir}", timeout=lock_timeout):
+        _remove_stale(out_dir)
+        return _export_table_locked(table, out_dir, formats, kinds, validation_fraction, split_salt, prompt_style,
+                                    license_id, title, card_info, card_extra, extra, engine)
+
+
+def _export_table_locked(table: pa.Table, out_dir: Path, formats: Sequence[str], kinds: Sequence[str],
+                         validation_fraction: float, split_salt: str, prompt_style: str, license_id: str, title: str,
+                         card_info: Mapping[str, Any] | None, card_extra: dict | None, extra: dict | None,
+                         engine: str) -> dict:
     tmp = _tmp_name(out_dir)
     tmp.mkdir()
     try:
@@ -384,6 +423,7 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
             _write_layouts(tmp, table, messages, kinds, formats, is_val, prompt_style, engine, entries, layouts,
                            data_files, advance)
         (tmp / "checksums.sha256").write_text("".join(f"{e.sha256}  {e.name}\n" for e in entries))
+        fsync_file(tmp / "checksums.sha256")
         kind_counts = {r["values"]: r["counts"] for r in pc.value_counts(table.column("kind")).to_pylist()}
         info = dict(card_info or {})
         if card_extra:
@@ -391,6 +431,8 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
         info.setdefault("dataforge_version", _version())
         (tmp / "README.md").write_text(_card(title, license_id, table.num_rows, kind_counts, layouts, entries,
                                              data_files, info))
+        fsync_file(tmp / "README.md")
+        _fsync_tree(tmp)
         manifest = write_manifest(tmp, entries, table.schema, kind="export", counts=kind_counts,
                                   **{**(extra or {}), "rows": table.num_rows, "layouts": layouts,
                                      "validation_fraction": validation_fraction, "split_salt": split_salt,
@@ -414,6 +456,7 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         if old is not None:
             old.rename(out_dir)
         raise
+    fsync_dir(out_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -438,25 +481,32 @@ def run_card_info(run: Run, stage: str) -> dict:
     info["teacher"] = {k: v for k, v in (rec.teacher or {}).items()
                        if k in ("requests_sent", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd")}
     info["versions"] = rec.versions
-    info["config"] = rec.config
+    from dataforge.config import redact_teacher_url
+
+    info["config"] = redact_teacher_url(rec.config)  # a run.json written before snapshots were redacted
     return info
 
 
 def export_run(run: Run, stage: str, name: str, formats: Sequence[str], extra: dict | None = None,
-               export_cfg: Any = None) -> tuple[Path, dict]:
+               export_cfg: Any = None, *, verify: bool = True,
+               lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S) -> tuple[Path, dict]:
     """Export the committed rows of ``stage`` in ``run`` as ``<run>/export/<name>``.
 
     ``export_cfg`` (an :class:`~dataforge.config.ExportConfig`) sets layouts, split and
-    licence; without it: chat only, no validation split, licence unknown. On a data root that
-    is not local (an object store) the export is made in a local temporary folder and then
-    published there (:func:`publish_export`)."""
+    licence; without it: chat only, no validation split, licence unknown. ``verify`` (on by
+    default) checks every shard's size and sha256 against the stage's manifest as it is read
+    (:class:`~dataforge.store.ChecksumMismatch` naming the file). On a data root that is not
+    local (an object store) the export is made in a local temporary folder and then published
+    there (:func:`publish_export`) under a lease on the export folder."""
     if not run.is_local:
-        with tempfile.TemporaryDirectory(prefix="dataforge-export-") as tmp:
+        dest = PurePosixPath(run.export_dir(name))
+        with (folder_lock(dest.parent / f".lock-export-{name}", f"export {dest}", run.filesystem, timeout=lock_timeout),
+              tempfile.TemporaryDirectory(prefix="dataforge-export-") as tmp):
             local = Path(tmp) / name
-            _, manifest = _export_run_to(run, stage, name, formats, local, extra, export_cfg)
-            publish_export(local, run.filesystem, PurePosixPath(run.export_dir(name)))
+            _, manifest = _export_run_to(run, stage, name, formats, local, extra, export_cfg, verify)
+            publish_export(local, run.filesystem, dest)
         return run.export_dir(name), manifest
-    return _export_run_to(run, stage, name, formats, run.export_dir(name), extra, export_cfg)
+    return _export_run_to(run, stage, name, formats, run.export_dir(name), extra, export_cfg, verify, lock_timeout)
 
 
 def publish_export(local_dir: Path, fs: Any, dest: PurePosixPath) -> None:
@@ -485,8 +535,9 @@ def publish_export(local_dir: Path, fs: Any, dest: PurePosixPath) -> None:
 
 
 def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out: Path, extra: dict | None,
-                   export_cfg: Any) -> tuple[Path, dict]:
-    table = run.read(stage)
+                   export_cfg: Any, verify: bool = True,
+                   lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S) -> tuple[Path, dict]:
+    table = run.read(stage, verify=verify)
     info = run_card_info(run, stage)
     models = sorted({m for m in table.column("teacher_model").to_pylist() if m}) if "teacher_model" in table.column_names else []
     if models:
@@ -497,5 +548,5 @@ def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out:
                 "split_salt": export_cfg.split_salt, "prompt_style": export_cfg.prompt_style,
                 "license_id": export_cfg.license}
     manifest = export_table(table, out, formats, title=f"dataforge export {name} of run {run.run_id}",
-                            card_info=info, extra=extra, **opts)
+                            card_info=info, extra=extra, lock_timeout=lock_timeout, **opts)
     return out, manifest

@@ -9,8 +9,10 @@
    deployments with their schedules and executes their runs.
 
 It waits until the API answers and every deployment is registered. The pids, URL and logs are
-kept in ``<data root>/prefect/service.json``; ``status`` reads it and asks the API, ``stop``
-sends SIGTERM to each process group it started (SIGKILL after a grace period).
+kept in ``<data root>/prefect/service.json`` (written atomically; the URL without credentials;
+each pid with its process's start token); ``status`` reads it and asks the API, ``stop`` sends
+SIGTERM to each process group it started (SIGKILL after a grace period), and never signals a
+pid that has since gone to another process.
 
 This module starts processes and speaks HTTP; it never imports Prefect (the library stays free
 of it: the Prefect side lives in ``flows/``).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -31,8 +34,12 @@ from pathlib import Path
 import httpx
 import yaml
 
+from dataforge.atomic import write_json_atomic
 from dataforge.errors import DataforgeError
-from dataforge.teacher.local import pid_alive
+from dataforge.teacher.local import pid_alive, pid_is, process_start
+from dataforge.teacher.urls import redact_url
+
+log = logging.getLogger("dataforge.service")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PREFECT_FILE = REPO_ROOT / "prefect.yaml"
@@ -54,6 +61,10 @@ class ServiceState:
     deployments: list[str]
     server_log: str | None
     serve_log: str
+    # start tokens (dataforge.teacher.local.process_start) of serve_pid and server_pid: a pid
+    # reused by another process is not ours. None: a state file from before they were recorded
+    serve_start: str | None = None
+    server_start: str | None = None
 
 
 def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -91,21 +102,31 @@ def _tail(path: str | None, chars: int = 3000) -> str:
     return Path(path).read_text(errors="replace")[-chars:]
 
 
-def _stop_group(pid: int, grace_s: float) -> bool:
+# what the command line of each process contains (trusted for a state file without start tokens)
+SERVE_MARKER, SERVER_MARKER = "flows.serve", "prefect"
+
+
+def _stop_group(pid: int, grace_s: float, start: str | None = None, marker: str | None = None) -> bool:
     """SIGTERM the process group ``pid`` leads (we started it with its own session), then
-    SIGKILL what is left after ``grace_s``. Returns whether it was running."""
-    if not pid_alive(pid):
+    SIGKILL what is left after ``grace_s``. Returns whether it was running. A pid that is not
+    the process we started (:func:`~dataforge.teacher.local.pid_is`) is never signalled."""
+    if not pid_is(pid, start, marker):
+        if pid_alive(pid):
+            log.warning("stale service state: pid %d is now another process; not signalled", pid)
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and pid_alive(pid):
+    while time.monotonic() < deadline and pid_is(pid, start, marker):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
-    # the group may outlive its leader (a flow run's subprocess): kill what remains
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    # the group may outlive its leader (a flow run's subprocess): kill what remains. While any
+    # member lives its id stays taken; with the leader gone and the id taken by a new process,
+    # that process is not ours and its group is left alone
+    if pid_is(pid, start, marker) or not pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     return True
@@ -133,6 +154,17 @@ class PrefectService:
             return ServiceState(**json.loads(self.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
+
+    def write_state(self, st: ServiceState) -> None:
+        """The state file, replaced atomically; its URL without user info or query."""
+        write_json_atomic(self.state_file, {**asdict(st), "api_url": redact_url(st.api_url)})
+
+    def _api_url(self, st: ServiceState) -> str:
+        """The URL to ask: the stored one, or ``PREFECT_API_URL`` when it is that one with
+        credentials (the state file keeps none)."""
+        if self.external_api and redact_url(self.external_api.rstrip("/")) == st.api_url:
+            return self.external_api.rstrip("/")
+        return st.api_url
 
     def _env(self, api_url: str | None) -> dict[str, str]:
         env = dict(os.environ)
@@ -183,10 +215,11 @@ class PrefectService:
             server = self._spawn([sys.executable, "-m", "prefect", "server", "start", "--host", self.host,
                                   "--port", str(self.port), "--analytics-off"], server_log, self._env(None))
         serve_log = self.home / "serve.log"
-        st = ServiceState(api_url=api_url, serve_pid=-1, server_pid=server.pid if server else None,
+        st = ServiceState(api_url=redact_url(api_url), serve_pid=-1, server_pid=server.pid if server else None,
                           prefect_home=str(self.home), prefect_file=str(self.prefect_file), deployments=names,
-                          server_log=str(server_log) if server_log else None, serve_log=str(serve_log))
-        self.state_file.write_text(json.dumps(asdict(st)))
+                          server_log=str(server_log) if server_log else None, serve_log=str(serve_log),
+                          server_start=process_start(server.pid) if server else None)
+        self.write_state(st)
         try:
             while not api_healthy(api_url):
                 if server is not None and server.poll() is not None:
@@ -198,8 +231,8 @@ class PrefectService:
             if serve_limit:
                 cmd += ["--limit", str(serve_limit)]
             serve = self._spawn(cmd, serve_log, self._env(api_url))
-            st.serve_pid = serve.pid
-            self.state_file.write_text(json.dumps(asdict(st)))
+            st.serve_pid, st.serve_start = serve.pid, process_start(serve.pid)
+            self.write_state(st)
             while sorted(registered_deployments(api_url, names)) != sorted(set(names)):
                 if serve.poll() is not None:
                     raise ServiceError(f"`python -m flows.serve` exited (code {serve.returncode}); its log ends:\n"
@@ -219,15 +252,16 @@ class PrefectService:
         st = self.state()
         if st is None:
             return {"state": "stopped"}
-        serve_alive = st.serve_pid > 0 and pid_alive(st.serve_pid)
-        server_alive = st.server_pid is None or pid_alive(st.server_pid)
-        healthy = api_healthy(st.api_url)
+        serve_alive = pid_is(st.serve_pid, st.serve_start, SERVE_MARKER)
+        server_ours = st.server_pid is not None and pid_is(st.server_pid, st.server_start, SERVER_MARKER)
+        server_alive = st.server_pid is None or server_ours
+        healthy = api_healthy(self._api_url(st))
         info = {"api_url": st.api_url, "ui_url": st.api_url.removesuffix("/api"), "serve_pid": st.serve_pid,
                 "server_pid": st.server_pid, "prefect_home": st.prefect_home, "deployments": st.deployments,
                 "serve_log": st.serve_log, "server_log": st.server_log}
         if serve_alive and server_alive and healthy:
             return {"state": "running", **info}
-        if not serve_alive and not (st.server_pid and pid_alive(st.server_pid)):
+        if not serve_alive and not server_ours:
             return {"state": "stopped", "stale_state_file": str(self.state_file)}
         return {"state": "degraded", "serve_alive": serve_alive, "server_alive": server_alive,
                 "api_healthy": healthy, **info}
@@ -237,8 +271,8 @@ class PrefectService:
         st = self.state()
         if st is None:
             return False
-        stopped = st.serve_pid > 0 and _stop_group(st.serve_pid, grace_s)
+        stopped = _stop_group(st.serve_pid, grace_s, st.serve_start, SERVE_MARKER)
         if st.server_pid is not None:
-            stopped = _stop_group(st.server_pid, grace_s) or stopped
+            stopped = _stop_group(st.server_pid, grace_s, st.server_start, SERVER_MARKER) or stopped
         self.state_file.unlink(missing_ok=True)
         return stopped

@@ -26,17 +26,44 @@ visible only when the manifest that lists it is written; the manifest (and ``run
 written under a temporary key and then moved over the final one. Readers trust only the
 manifest, so a crash between the data and the manifest leaves no visible shard, and a stray
 shard of a crashed attempt is removed when the stage begins again.
+
+**Durability.** Locally every shard, manifest and ``run.json`` is fsynced before its rename and
+its folder after (:func:`fsync_file`, :func:`fsync_dir`).
+
+**One writer per run.** ``runs/<run id>/_lock.json`` is the run's lock (:meth:`Run.lock`): an
+``fcntl.flock`` on a local root (the kernel drops it when the holder dies, so a killed run never
+leaves a stale lock; over NFS it is as good as the server's lock manager), a lease object with an
+expiry on an object store (:class:`LeaseLock`: renewed while held, taken over once expired;
+check-after-write, since pyarrow's filesystems have no conditional write: see its docstring for
+the race that leaves). ``dataforge run`` holds it for the whole run; :meth:`Run.begin_stage`,
+:meth:`Run.commit_stage` and :meth:`Run.save_record` write only as its holder: when this process
+does not hold it they take it for the stage (until its commit) or the write, and another process
+holding it is refused with :class:`LockHeld` naming its host, pid and start time. A Run pickled to
+a Dask worker carries the holder's id; the worker checks the lock is still the holder's.
+
+**Manifests are checked on read.** A file name must be a plain name inside the stage folder (no
+``/``, no ``..``, no absolute path), else :class:`ManifestError` naming the manifest; an
+unreadable (truncated) manifest is a :class:`ManifestError` too and counts as not committed on
+resume (:meth:`Run.committed` is None: the stage runs again). With ``verify`` the readers check
+every file's size and sha256 against the manifest (:class:`ChecksumMismatch` naming the file):
+export and the warehouse do by default.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +82,11 @@ from dataforge.hashing import file_sha256
 MANIFEST = "_manifest.json"
 RUN_RECORD = "run.json"
 TMP_PREFIX = ".tmp-"
+LOCK_FILE = "_lock.json"
+LEASE_TTL_S = 60.0  # an object-store lease lives this long unless renewed (every third of it)
+LEASE_SETTLE_S = 0.2  # after writing a lease, wait this long and read it back (check-after-write)
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(DataforgeError, RuntimeError):
@@ -65,8 +97,57 @@ class StageNotCommitted(StoreError):
     """A stage's output was asked for but the stage has no manifest (never ran, or crashed)."""
 
 
+class ManifestError(StoreError):
+    """A ``_manifest.json`` that cannot be trusted: unreadable (truncated, not JSON), not shaped
+    like a manifest, or naming a file outside its folder. On resume such a stage counts as not
+    committed (:meth:`Run.committed` is None) and runs again."""
+
+
+class ChecksumMismatch(StoreError):
+    """A committed file whose size or sha256 is not what its manifest recorded."""
+
+
+class LockHeld(StoreError):
+    """Another writer holds the lock of a run or an export folder."""
+
+    def __init__(self, what: str, holder: dict | None, hint: str = ""):
+        self.holder = holder or {}
+        super().__init__(f"{what} is locked by {describe_holder(holder)}{hint}")
+
+
+class LockLost(StoreError):
+    """A writer's lock (an object-store lease) is no longer its own, or was never taken."""
+
+
+# --- durability ----------------------------------------------------------------------------
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file's data to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (after a rename into it, so the new name survives a power
+    loss). A filesystem that cannot fsync a directory is let be."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary sibling, fsync, then rename over ``path``."""
+    """Write to a temporary sibling, fsync, rename over ``path``, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
     try:
@@ -78,6 +159,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def schema_to_b64(schema: pa.Schema) -> str:
@@ -211,8 +293,7 @@ class ShardWriter:
         self._writer.close()
         assert self._tmp is not None
         final = self.directory / self._tmp.name[len(TMP_PREFIX):]
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(self._tmp)
         os.replace(self._tmp, final)
         self.entries.append(FileEntry(final.name, self._rows_in_shard, final.stat().st_size, file_sha256(final)))
         self._writer = None
@@ -239,6 +320,8 @@ class ShardWriter:
 
     def close(self) -> list[FileEntry]:
         self._finish_shard()
+        if self.filesystem is None and self.entries:
+            fsync_dir(self.directory)  # the renamed shards' names, before a manifest lists them
         return self.entries
 
     def __enter__(self) -> "ShardWriter":
@@ -277,9 +360,46 @@ def _join(directory: Path | PurePosixPath, name: str, filesystem: pafs.FileSyste
     return (Path(directory) if filesystem is None else PurePosixPath(directory)) / name
 
 
+def _plain_name(name: Any) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\x00" not in name)
+
+
+def check_entry_name(name: Any, manifest: Any, *, nested: bool = False) -> str:
+    """``name`` if it is a plain file name inside its folder (with ``nested``, a relative path of
+    plain names, as an export's ``prompt_completion/train.jsonl``); else a :class:`ManifestError`
+    naming ``manifest``. No ``/`` (unless nested), no ``..``, no absolute path."""
+    ok = _plain_name(name) if not nested else (
+        isinstance(name, str) and not name.startswith("/") and all(_plain_name(p) for p in name.split("/")))
+    if not ok:
+        raise ManifestError(f"{manifest}: file name {name!r} is not a plain file name inside the manifest's folder "
+                            "(no '/', no '..', no absolute path): refusing to read it")
+    return name
+
+
+def parse_manifest(text: str, where: Any) -> dict:
+    """A manifest's JSON, checked for shape (a clear :class:`ManifestError` naming ``where``)."""
+    try:
+        m = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{where}: unreadable manifest ({err.msg} at character {err.pos} of {len(text)}; "
+                            "truncated or corrupt): the stage counts as not committed and runs again on resume"
+                            ) from None
+    if not isinstance(m, dict) or not isinstance(m.get("files"), list):
+        raise ManifestError(f"{where}: not a manifest (no 'files' list)")
+    for f in m["files"]:
+        if not isinstance(f, dict):
+            raise ManifestError(f"{where}: a file entry that is not an object: {str(f)[:200]}")
+        check_entry_name(f.get("name"), where, nested=True)
+    return m
+
+
 def read_manifest(directory: Path, filesystem: pafs.FileSystem | None = None) -> dict | None:
-    text = read_text(_join(directory, MANIFEST, filesystem), filesystem)
-    return None if text is None else json.loads(text)
+    """The manifest of ``directory``; None when there is none; :class:`ManifestError` when it
+    is unreadable or names a file outside its folder."""
+    path = _join(directory, MANIFEST, filesystem)
+    text = read_text(path, filesystem)
+    return None if text is None else parse_manifest(text, path)
 
 
 def clear_directory(directory: Path, filesystem: pafs.FileSystem | None = None) -> None:
@@ -293,18 +413,79 @@ def clear_directory(directory: Path, filesystem: pafs.FileSystem | None = None) 
         shutil.rmtree(d)
 
 
-def manifest_files(directory: Path, filesystem: pafs.FileSystem | None = None) -> list[Path]:
+def manifest_entries(directory: Path, filesystem: pafs.FileSystem | None = None) -> list[tuple[Path, dict]]:
+    """``(path, entry)`` of every committed file of a stage directory. Every name must be a
+    plain file name in the directory (:func:`check_entry_name`)."""
     m = read_manifest(directory, filesystem)
     if m is None:
         raise StageNotCommitted(f"{directory}: no {MANIFEST} (the stage has not completed)")
-    return [_join(directory, f["name"], filesystem) for f in m["files"]]  # type: ignore[misc]
+    where = _join(directory, MANIFEST, filesystem)
+    return [(_join(directory, check_entry_name(f["name"], where), filesystem), f)  # type: ignore[misc]
+            for f in m["files"]]
+
+
+def manifest_files(directory: Path, filesystem: pafs.FileSystem | None = None, *, verify: bool = False) -> list[Path]:
+    """The committed files of a stage directory; with ``verify``, each one's size and sha256
+    checked against the manifest first (:class:`ChecksumMismatch`)."""
+    entries = manifest_entries(directory, filesystem)
+    if verify:
+        for path, entry in entries:
+            verify_file(path, entry, filesystem)
+    return [p for p, _ in entries]
+
+
+def _recorded(path: Any, entry: dict) -> None:
+    if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+        raise ManifestError(f"{path}: its manifest entry records no bytes and sha256 to verify against: "
+                            f"{str(entry)[:200]}")
+
+
+def _mismatch(path: Any, entry: dict, size: int, digest: str | None) -> ChecksumMismatch:
+    got = f"{size} bytes" + (f", sha256 {digest}" if digest else "")
+    return ChecksumMismatch(f"{path}: does not match its manifest (recorded {entry['bytes']} bytes, sha256 "
+                            f"{entry['sha256']}; found {got}): the file changed after the commit (another writer, "
+                            "or corruption); re-run the stage")
+
+
+def read_verified(path: Path | PurePosixPath, entry: dict, filesystem: pafs.FileSystem | None = None) -> bytes:
+    """The bytes of a committed file, checked against its manifest entry (read once: what is
+    checked is what is parsed)."""
+    _recorded(path, entry)
+    if filesystem is None:
+        data = Path(path).read_bytes()
+    else:
+        with filesystem.open_input_stream(str(path)) as f:
+            data = f.read()
+    if len(data) != entry["bytes"]:
+        raise _mismatch(path, entry, len(data), None)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise _mismatch(path, entry, len(data), digest)
+    return data
+
+
+def verify_file(path: Path | PurePosixPath, entry: dict, filesystem: pafs.FileSystem | None = None) -> None:
+    """Check a committed file's size and sha256 against its manifest entry (streamed)."""
+    if filesystem is not None:
+        read_verified(path, entry, filesystem)
+        return
+    _recorded(path, entry)
+    size = os.stat(path).st_size
+    if size != entry["bytes"]:
+        raise _mismatch(path, entry, size, None)
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise _mismatch(path, entry, size, digest)
 
 
 def manifest_schema(directory: Path, filesystem: pafs.FileSystem | None = None) -> pa.Schema:
     m = read_manifest(directory, filesystem)
     if m is None:
         raise StageNotCommitted(f"{directory}: no {MANIFEST} (the stage has not completed)")
-    return schema_from_b64(m["schema_ipc"])
+    try:
+        return schema_from_b64(m["schema_ipc"])
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as err:
+        raise ManifestError(f"{_join(directory, MANIFEST, filesystem)}: no readable schema ({err})") from None
 
 
 def read_parquet(path: Path | PurePosixPath, columns: list[str] | None = None,
@@ -322,10 +503,14 @@ def read_parquet_schema(path: Path | PurePosixPath, filesystem: pafs.FileSystem 
 
 
 def iter_batches(directory: Path, columns: list[str] | None = None, batch_size: int = 8192,
-                 filesystem: pafs.FileSystem | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream the committed rows of a stage directory, shard by shard."""
-    for path in manifest_files(directory, filesystem):
-        if filesystem is None:
+                 filesystem: pafs.FileSystem | None = None, *, verify: bool = False) -> Iterator[pa.RecordBatch]:
+    """Stream the committed rows of a stage directory, shard by shard (with ``verify``, each
+    shard is read whole and checked against its manifest entry before it is parsed)."""
+    for path, entry in manifest_entries(directory, filesystem):
+        if verify:
+            yield from pq.ParquetFile(pa.BufferReader(read_verified(path, entry, filesystem))).iter_batches(
+                batch_size=batch_size, columns=columns)
+        elif filesystem is None:
             pf = pq.ParquetFile(path)
             yield from pf.iter_batches(batch_size=batch_size, columns=columns)
         else:
@@ -334,14 +519,21 @@ def iter_batches(directory: Path, columns: list[str] | None = None, batch_size: 
 
 
 def read_table(directory: Path, columns: list[str] | None = None,
-               filesystem: pafs.FileSystem | None = None) -> pa.Table:
-    """All committed rows of a stage directory as one table (empty stages keep their schema)."""
+               filesystem: pafs.FileSystem | None = None, *, verify: bool = False) -> pa.Table:
+    """All committed rows of a stage directory as one table (empty stages keep their schema).
+    With ``verify`` every shard's size and sha256 are checked against the manifest (each is
+    read once, checked, then parsed from memory)."""
     schema = manifest_schema(directory, filesystem)
-    files = manifest_files(directory, filesystem)
-    if not files:
+    entries = manifest_entries(directory, filesystem)
+    if not entries:
         t = schema.empty_table()
         return t.select(columns) if columns else t
-    return pa.concat_tables([read_parquet(p, columns, filesystem) for p in files], promote_options="default")
+    if verify:
+        tables = [pq.read_table(pa.BufferReader(read_verified(p, e, filesystem)), columns=columns)
+                  for p, e in entries]
+    else:
+        tables = [read_parquet(p, columns, filesystem) for p, _ in entries]
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def input_fingerprint(manifests: Iterable[dict | None]) -> str:
@@ -503,6 +695,266 @@ def describe_data_root(data_root: Any) -> str:
     return repr(os.fspath(data_root))
 
 
+# --- locks: one writer per run and per export folder ------------------------------------------
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_holder(holder: dict | None) -> str:
+    """``pid 123 on host-a since 2026-...`` (what a refused writer is told)."""
+    if not holder:
+        return "another writer (its details are not readable)"
+    out = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+    if holder.get("expires") is not None:
+        out += f" (lease until {_iso(float(holder['expires']))})"
+    return out
+
+
+def _holder_record(token: str, ttl: float | None = None) -> dict:
+    now = time.time()
+    rec = {"holder": token, "host": socket.gethostname(), "pid": os.getpid(), "since": _iso(now)}
+    if ttl is not None:
+        rec["expires"] = now + ttl
+        rec["ttl_s"] = ttl
+    return rec
+
+
+def _parse_holder(text: str | None) -> dict | None:
+    try:
+        d = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return d if isinstance(d, dict) else None
+
+
+class FileLock:
+    """An exclusive ``fcntl.flock`` on ``path`` (a local file, never deleted: deleting a lock
+    file lets two writers lock two inodes). The kernel releases it when the holder's process
+    dies, however it dies, so a killed writer never leaves a stale lock. While held, the file
+    holds the holder's id, host, pid and start time (what a refused writer is told)."""
+
+    def __init__(self, path: Path, what: str):
+        self.path = Path(path)
+        self.what = what
+        self.token = uuid.uuid4().hex
+        self._fd: int | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            return _parse_holder(self.path.read_text())
+        except OSError:
+            return None
+
+    def acquire(self, timeout: float | None = 0.0, poll: float = 0.1) -> None:
+        """Take the lock: at once, or waiting up to ``timeout`` seconds (None: for ever); else
+        :class:`LockHeld` naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        waited = f" (waited {timeout:g}s)" if timeout else ""
+                        raise LockHeld(self.what, self.holder(), f"{waited}; wait for it to finish, or pass a lock "
+                                       "timeout to wait") from None
+                    time.sleep(poll)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_holder_record(self.token)).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` when this object does not hold the lock."""
+        if self._fd is None:
+            raise LockLost(f"{self.what}: the lock is not held")
+
+    @staticmethod
+    def held_by(path: Path, token: str, what: str) -> None:
+        """From another process (a Dask worker of the holder): the lock at ``path`` is held, and
+        by the holder ``token``; else :class:`LockLost` / :class:`LockHeld`."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise LockLost(f"{what}: not locked (no {path})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _parse_holder(Path(path).read_text())
+                if holder is None or holder.get("holder") != token:
+                    raise LockHeld(what, holder, "; this writer's lock was given up or taken over") from None
+                return
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise LockLost(f"{what}: the writer's lock is no longer held (its process ended?)")
+        finally:
+            os.close(fd)
+
+
+class LeaseLock:
+    """A lease object on a pyarrow filesystem (an object store): ``<key>`` holds the holder's
+    id, host, pid, start time and an expiry, renewed by a thread every third of ``ttl`` while
+    held; an expired lease (its holder was killed) is taken over.
+
+    Object stores offer no conditional write through pyarrow's filesystem layer, so taking a
+    lease is check-after-write: read (absent or expired), write ours, wait ``settle`` seconds,
+    read again and compare the holder. Two writers that both saw the lease free and whose
+    writes land more than ``settle`` apart are told apart (the later write wins, the earlier
+    writer sees it and backs off); two whose write and read-back interleave within ``settle``
+    can both believe they hold it. Expiry compares wall clocks across hosts: keep clocks in
+    sync (skew eats into ``ttl``). A holder that cannot renew (paused longer than ``ttl``)
+    loses the lease; the next check (:meth:`check`, at every stage begin and commit and every
+    ``run.json`` write) then fails instead of writing on."""
+
+    def __init__(self, fs: pafs.FileSystem, key: PurePosixPath, what: str, ttl: float = LEASE_TTL_S,
+                 settle: float = LEASE_SETTLE_S):
+        self.fs, self.key, self.what = fs, PurePosixPath(key), what
+        self.ttl, self.settle = ttl, settle
+        self.token = uuid.uuid4().hex
+        self.lost: str | None = None
+        self._held = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            return _parse_holder(read_text(self.key, self.fs))
+        except (OSError, pa.ArrowException):
+            return None
+
+    def _write(self) -> None:
+        _fs_atomic_put(self.fs, self.key, json.dumps(_holder_record(self.token, self.ttl)).encode())
+
+    def acquire(self, timeout: float | None = 0.0, poll: float = 0.5) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            cur = self.holder()
+            if cur is None or cur.get("holder") == self.token or float(cur.get("expires", 0)) <= time.time():
+                self._write()
+                time.sleep(self.settle)
+                cur = self.holder()
+                if cur is not None and cur.get("holder") == self.token:
+                    break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockHeld(self.what, cur, "; wait for it to finish or for its lease to expire, or pass a lock "
+                               "timeout to wait")
+            time.sleep(poll)
+        self._held, self.lost = True, None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew, name=f"lease {self.key}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                cur = self.holder()
+                if cur is None or cur.get("holder") != self.token:
+                    self.lost = f"taken over by {describe_holder(cur)}" if cur else "removed"
+                    log.warning("%s: lease lost (%s)", self.what, self.lost)
+                    return
+                self._write()
+            except Exception as err:  # noqa: BLE001 - a failed renewal is retried; expiry decides
+                log.warning("%s: could not renew the lease: %s", self.what, err)
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` unless the lease on the store is still ours and unexpired."""
+        if not self._held:
+            raise LockLost(f"{self.what}: the lease is not held")
+        cur = self.holder()
+        if self.lost or cur is None or cur.get("holder") != self.token:
+            raise LockLost(f"{self.what}: the lease was lost ({self.lost or describe_holder(cur)}); stopping "
+                           "rather than writing on")
+        if float(cur.get("expires", 0)) <= time.time():
+            raise LockLost(f"{self.what}: the lease expired at {_iso(float(cur['expires']))} (not renewed)")
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(OSError, pa.ArrowException):
+            cur = self.holder()
+            if cur is not None and cur.get("holder") == self.token:
+                self.fs.delete_file(str(self.key))
+
+    @staticmethod
+    def held_by(fs: pafs.FileSystem, key: PurePosixPath, token: str, what: str) -> None:
+        cur = _parse_holder(read_text(key, fs))
+        if cur is None:
+            raise LockLost(f"{what}: not locked (no lease at {key})")
+        if cur.get("holder") != token:
+            raise LockHeld(what, cur, "; this writer's lease was taken over")
+        if float(cur.get("expires", 0)) <= time.time():
+            raise LockLost(f"{what}: the writer's lease expired at {_iso(float(cur['expires']))}")
+
+
+@dataclass
+class _Hold:
+    lock: Any  # FileLock | LeaseLock
+    explicit: int = 0  # Run.lock() blocks open in this process
+    stages: set = field(default_factory=set)  # implicit holds: stages begun without Run.lock()
+
+
+# The locks this process holds, by lock location: a run is locked per process (every Run object
+# of that run in this process, and every thread, writes under the one lock).
+_HELD: dict[str, _Hold] = {}
+_HELD_GUARD = threading.RLock()
+_KEY_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _key_lock(key: str) -> threading.Lock:
+    with _HELD_GUARD:
+        return _KEY_LOCKS.setdefault(key, threading.Lock())
+
+
+def _new_lock(filesystem: pafs.FileSystem | None, path: Path | PurePosixPath, what: str,
+              ttl: float = LEASE_TTL_S) -> Any:
+    return FileLock(Path(path), what) if filesystem is None else LeaseLock(filesystem, PurePosixPath(path), what, ttl)
+
+
+def _lock_key(filesystem: pafs.FileSystem | None, path: Path | PurePosixPath) -> str:
+    return f"file:{path}" if filesystem is None else f"{filesystem.type_name}:{path}"
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path | PurePosixPath, what: str, filesystem: pafs.FileSystem | None = None,
+                timeout: float | None = 300.0) -> Iterator[Any]:
+    """Hold the lock at ``path`` (a flock locally, a lease on an object store) for a block; wait up
+    to ``timeout`` seconds for another holder (None: for ever), then :class:`LockHeld`. Used
+    for an export folder (one writer per export)."""
+    key = _lock_key(filesystem, path)
+    kl = _key_lock(key)  # threads of this process queue here; other processes on the lock itself
+    if not kl.acquire(timeout=-1 if timeout is None else timeout):
+        raise LockHeld(what, _holder_record("this process"), " (another thread of this process)")
+    try:
+        lk = _new_lock(filesystem, path, what)
+        lk.acquire(timeout)
+        try:
+            yield lk
+        finally:
+            lk.release()
+    finally:
+        kl.release()
+
+
 class Run:
     """One run directory under a data root (local, or on a pyarrow filesystem: see the module
     docstring). ``filesystem`` is None for a local root, where ``dir`` and the other locations
@@ -514,15 +966,18 @@ class Run:
         self.filesystem, self.data_root = resolve_data_root(data_root)
         self.run_id = run_id
         self.dir = self.data_root / "runs" / run_id
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._holder: str | None = None  # the run lock's holder id, when this Run's writer holds it
 
-    # a Run travels to Dask workers (flows/runners.py): pickle the location, not the lock
+    # a Run travels to Dask workers (flows/runners.py): pickle the location and the holder id
+    # (a worker checks the run lock is still held by that holder), not the thread lock
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self.__dict__.setdefault("_holder", None)
+        self._lock = threading.RLock()
 
     @property
     def is_local(self) -> bool:
@@ -551,6 +1006,128 @@ class Run:
     def record_path(self) -> Path:
         return self.dir / RUN_RECORD  # type: ignore[return-value]
 
+    @property
+    def lock_path(self) -> Path:
+        return self.dir / LOCK_FILE  # type: ignore[return-value]
+
+    # --- the run lock -----------------------------------------------------------------------
+    def _lock_key(self) -> str:
+        return _lock_key(self.filesystem, self.lock_path)
+
+    def _what(self) -> str:
+        return f"run {self.run_id} ({self.dir})"
+
+    def lock_holder(self) -> dict | None:
+        """Who holds (or last held) this run's lock: holder id, host, pid, since (None: nobody
+        recorded)."""
+        return _new_lock(self.filesystem, self.lock_path, self._what()).holder()
+
+    def acquire_lock(self, timeout: float | None = 0.0, *, ttl: float = LEASE_TTL_S) -> None:
+        """Take the run lock for this process (re-entrant: every Run object of this run in this
+        process shares it). ``timeout``: 0 fails at once with :class:`LockHeld` naming the holder,
+        a number waits that many seconds, None waits for ever. Pair with :meth:`release_lock`;
+        :meth:`lock` is the context manager."""
+        key = self._lock_key()
+        kl = _key_lock(key)
+        if not kl.acquire(timeout=-1 if timeout is None else timeout):
+            raise LockHeld(self._what(), _holder_record("this process"), " (another thread of this process)")
+        try:
+            with _HELD_GUARD:
+                hold = _HELD.get(key)
+            if hold is None:
+                lk = _new_lock(self.filesystem, self.lock_path, self._what(), ttl)
+                lk.acquire(timeout)
+                hold = _Hold(lk)
+                with _HELD_GUARD:
+                    _HELD[key] = hold
+            with _HELD_GUARD:
+                hold.explicit += 1
+            self._holder = hold.lock.token
+        finally:
+            kl.release()
+
+    def release_lock(self) -> None:
+        """Give back one :meth:`acquire_lock`; the lock is released when the last is given back
+        (with the implicit holds of stages begun meanwhile: a stage that failed between its
+        begin and its commit is not left locked)."""
+        key = self._lock_key()
+        with _HELD_GUARD:
+            hold = _HELD.get(key)
+            if hold is None or hold.explicit == 0:
+                return
+            hold.explicit -= 1
+            if hold.explicit:
+                return
+            del _HELD[key]
+        self._holder = None
+        hold.lock.release()
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float | None = 0.0, *, ttl: float = LEASE_TTL_S) -> Iterator["Run"]:
+        """Hold the run lock for a block: one writer per run. A local data root locks
+        ``<run>/_lock.json`` with ``fcntl.flock`` (released by the kernel when the process dies);
+        an object store keeps a lease object there, renewed while held and taken over once
+        expired (:class:`LeaseLock`). Another writer is refused with :class:`LockHeld` naming
+        host, pid and start time, or waits up to ``timeout`` seconds (None: for ever)."""
+        self.acquire_lock(timeout, ttl=ttl)
+        try:
+            yield self
+        finally:
+            self.release_lock()
+
+    def holds_lock(self) -> bool:
+        """Whether this process holds the run lock (explicitly or for a stage it began)."""
+        with _HELD_GUARD:
+            return self._lock_key() in _HELD
+
+    def _writer(self, stage: str | None) -> bool:
+        """Make sure this writer may write the run: this process holds the run lock, or this Run
+        carries the id of the holder (a Dask worker of the holder) and the lock is still theirs.
+        Otherwise take the run lock for ``stage`` (at once or :class:`LockHeld`) and return True:
+        the caller releases it with :meth:`_release_stage` (a stage: at its commit)."""
+        key = self._lock_key()
+        with _HELD_GUARD:
+            hold = _HELD.get(key)
+        if hold is not None:
+            hold.lock.check()
+            if stage is not None and hold.explicit == 0:
+                with _HELD_GUARD:
+                    hold.stages.add(stage)
+            return False
+        if self._holder is not None:
+            if self.filesystem is None:
+                FileLock.held_by(Path(self.lock_path), self._holder, self._what())
+            else:
+                LeaseLock.held_by(self.filesystem, PurePosixPath(self.lock_path), self._holder, self._what())
+            return False
+        kl = _key_lock(key)
+        with kl:
+            with _HELD_GUARD:
+                hold = _HELD.get(key)
+            if hold is None:
+                lk = _new_lock(self.filesystem, self.lock_path, self._what())
+                lk.acquire(0.0)
+                hold = _Hold(lk)
+                with _HELD_GUARD:
+                    _HELD[key] = hold
+            with _HELD_GUARD:
+                if hold.explicit == 0:
+                    hold.stages.add(stage or "")
+        return True
+
+    def _release_stage(self, stage: str | None) -> None:
+        """End an implicit hold taken by :meth:`_writer` (nothing when :meth:`lock` holds it)."""
+        key = self._lock_key()
+        with _HELD_GUARD:
+            hold = _HELD.get(key)
+            if hold is None or hold.explicit:
+                return
+            hold.stages.discard(stage or "")
+            if hold.stages:
+                return
+            del _HELD[key]
+        hold.lock.release()
+
     # --- run.json -----------------------------------------------------------------------
     def exists(self) -> bool:
         if self.filesystem is not None:
@@ -564,16 +1141,46 @@ class Run:
         return RunRecord.from_dict(json.loads(text))
 
     def save_record(self, rec: RunRecord) -> None:
+        """Write ``run.json`` as the run's writer (under the run lock: taken for this write when
+        this process does not hold it; :class:`LockHeld` when another does)."""
         with self._lock:
-            rec.updated_at = datetime.now(timezone.utc).isoformat()
-            write_text(self.record_path, json.dumps(rec.as_dict(), indent=2, default=str), self.filesystem)
+            took = self._writer(None)
+            try:
+                rec.updated_at = datetime.now(timezone.utc).isoformat()
+                write_text(self.record_path, json.dumps(rec.as_dict(), indent=2, default=str), self.filesystem)
+            finally:
+                if took:
+                    self._release_stage(None)
+
+    def update_record(self, change: Any) -> RunRecord:
+        """Read ``run.json``, apply ``change(record)`` and write it back, as one step under the
+        run lock (and this object's thread lock): no update is lost to another thread's."""
+        with self._lock:
+            took = self._writer(None)
+            try:
+                rec = self.load_record()
+                change(rec)
+                self.save_record(rec)
+                return rec
+            finally:
+                if took:
+                    self._release_stage(None)
 
     # --- stages -------------------------------------------------------------------------
+    def _committed(self, directory: Path) -> dict | None:
+        try:
+            return read_manifest(directory, self.filesystem)
+        except ManifestError as err:  # a truncated or corrupt commit is no commit: the stage runs again
+            log.warning("%s", err)
+            return None
+
     def committed(self, stage: str) -> dict | None:
-        return read_manifest(self.stage_dir(stage), self.filesystem)
+        """The stage's kept manifest; None when it has none or it is unreadable (then the stage
+        is not done and runs again on resume; :meth:`read` says why)."""
+        return self._committed(self.stage_dir(stage))
 
     def committed_rejected(self, stage: str) -> dict | None:
-        return read_manifest(self.rejected_dir(stage), self.filesystem)
+        return self._committed(self.rejected_dir(stage))
 
     def is_done(self, stage: str, fingerprint: str, config_hash: str) -> bool:
         """A stage is done when its manifest exists for the same input and config."""
@@ -581,7 +1188,12 @@ class Run:
         return bool(m and m.get("input_fingerprint") == fingerprint and m.get("config_hash") == config_hash)
 
     def begin_stage(self, stage: str) -> None:
-        """Clear whatever a previous, interrupted attempt of this stage left behind."""
+        """Clear whatever a previous, interrupted attempt of this stage left behind. Only the run's
+        writer may: this process holds the run lock (:meth:`lock`), or this Run carries the
+        holder's id and the lock is still held (a Dask worker); else the run lock is taken here
+        for this stage until its :meth:`commit_stage` (:class:`LockHeld` naming the holder when
+        another process holds it)."""
+        self._writer(stage)
         clear_directory(self.stage_dir(stage), self.filesystem)
         clear_directory(self.rejected_dir(stage), self.filesystem)
         if self.filesystem is not None:
@@ -594,11 +1206,19 @@ class Run:
     def commit_stage(self, stage: str, kept: Sequence[FileEntry], rejected: Sequence[FileEntry],
                      kept_schema: pa.Schema, rejected_schema: pa.Schema, *, fingerprint: str,
                      config_hash: str, extra: dict | None = None) -> dict:
-        """Write the rejected manifest, then the kept one: the kept manifest is the commit."""
-        write_manifest(self.rejected_dir(stage), rejected, rejected_schema, filesystem=self.filesystem,
-                       stage=stage, kind="rejected", input_fingerprint=fingerprint, config_hash=config_hash)
-        return write_manifest(self.stage_dir(stage), kept, kept_schema, filesystem=self.filesystem, stage=stage,
-                              kind="kept", input_fingerprint=fingerprint, config_hash=config_hash, **(extra or {}))
+        """Write the rejected manifest, then the kept one: the kept manifest is the commit. Only
+        the run's writer may (see :meth:`begin_stage`); a stage's implicit lock ends here."""
+        self._writer(stage)
+        for e in (*kept, *rejected):
+            check_entry_name(e.name, f"the commit of stage {stage} of run {self.run_id}")
+        try:
+            write_manifest(self.rejected_dir(stage), rejected, rejected_schema, filesystem=self.filesystem,
+                           stage=stage, kind="rejected", input_fingerprint=fingerprint, config_hash=config_hash)
+            return write_manifest(self.stage_dir(stage), kept, kept_schema, filesystem=self.filesystem, stage=stage,
+                                  kind="kept", input_fingerprint=fingerprint, config_hash=config_hash,
+                                  **(extra or {}))
+        finally:
+            self._release_stage(stage)
 
     def shard_writer(self, directory: Path, **kwargs: Any) -> ShardWriter:
         """A :class:`ShardWriter` on this run's filesystem."""
@@ -611,15 +1231,24 @@ class Run:
     def file_schema(self, path: Path) -> pa.Schema:
         return read_parquet_schema(path, self.filesystem)
 
-    def files(self, stage: str) -> list[Path]:
-        """The committed kept shards of ``stage``."""
-        return manifest_files(self.stage_dir(stage), self.filesystem)
+    def files(self, stage: str, *, verify: bool = False) -> list[Path]:
+        """The committed kept shards of ``stage`` (``verify``: checked against the manifest)."""
+        return manifest_files(self.stage_dir(stage), self.filesystem, verify=verify)
 
-    def read(self, stage: str, columns: list[str] | None = None) -> pa.Table:
-        return read_table(self.stage_dir(stage), columns, self.filesystem)
+    def read(self, stage: str, columns: list[str] | None = None, *, verify: bool = False) -> pa.Table:
+        """The committed kept rows of ``stage``; ``verify`` checks every shard's size and sha256
+        against the manifest (:class:`ChecksumMismatch` naming the file)."""
+        return read_table(self.stage_dir(stage), columns, self.filesystem, verify=verify)
 
-    def read_rejected(self, stage: str) -> pa.Table:
-        return read_table(self.rejected_dir(stage), filesystem=self.filesystem)
+    def read_rejected(self, stage: str, *, verify: bool = False) -> pa.Table:
+        return read_table(self.rejected_dir(stage), filesystem=self.filesystem, verify=verify)
+
+    def verify(self, stage: str) -> None:
+        """Check every committed file of ``stage`` (kept, and rejected when committed) against
+        its manifest."""
+        manifest_files(self.stage_dir(stage), self.filesystem, verify=True)
+        if read_manifest(self.rejected_dir(stage), self.filesystem) is not None:
+            manifest_files(self.rejected_dir(stage), self.filesystem, verify=True)
 
 
 def _run_created(text: str | None) -> str | None:

@@ -33,6 +33,7 @@ with a marker and its original length.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,7 +99,7 @@ class InputError(DataforgeError, ValueError):
     """A problem with a whole input file (missing, unreadable, unknown format, missing column)."""
 
 
-_LIMIT_ENV = {"max_bytes": "DATAFORGE_MAX_INPUT_BYTES", "max_rows": "DATAFORGE_MAX_INPUT_ROWS",
+LIMIT_ENV = {"max_bytes": "DATAFORGE_MAX_INPUT_BYTES", "max_rows": "DATAFORGE_MAX_INPUT_ROWS",
               "max_value_bytes": "DATAFORGE_MAX_VALUE_BYTES", "max_depth": "DATAFORGE_MAX_JSON_DEPTH"}
 
 
@@ -112,7 +113,7 @@ class ReadLimits:
     max_depth: int = 64  # nesting of one JSON line
 
     def __post_init__(self) -> None:
-        for name in _LIMIT_ENV:
+        for name in LIMIT_ENV:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"ReadLimits.{name} must be a positive whole number, got {v!r}")
@@ -122,7 +123,7 @@ class ReadLimits:
         """The defaults, each overridden by its environment variable when set
         (``DATAFORGE_MAX_INPUT_BYTES``, ``..._INPUT_ROWS``, ``..._VALUE_BYTES``, ``..._JSON_DEPTH``)."""
         values = {}
-        for name, env in _LIMIT_ENV.items():
+        for name, env in LIMIT_ENV.items():
             raw = os.environ.get(env, "").strip()
             if raw:
                 try:
@@ -135,7 +136,25 @@ class ReadLimits:
             raise InputError(f"read limits from the environment: {err}") from None
 
     def env_name(self, name: str) -> str:
-        return _LIMIT_ENV[name]
+        return LIMIT_ENV[name]
+
+
+@contextlib.contextmanager
+def limits_in_env(**values: int | None) -> Iterator[None]:
+    """Within the block, the read limits given (``max_bytes=...``; None: not given) apply through
+    their environment variables, unless the variable is already set (the environment and the
+    CLI's flags win over a config's ``inputs:`` section); restored after the block."""
+    old = {}
+    for name, value in values.items():
+        env = LIMIT_ENV[name]
+        if value is not None and env not in os.environ:
+            old[env] = None
+            os.environ[env] = str(value)
+    try:
+        yield
+    finally:
+        for env in old:
+            os.environ.pop(env, None)
 
 
 def read_limits(limits: ReadLimits | None = None) -> ReadLimits:

@@ -1,6 +1,12 @@
 """DuckDB over a run's shards: base relations from the manifests, then ``warehouse/views.sql``.
 
-Only files listed in committed manifests are read, so an interrupted stage never shows up.
+Only files listed in committed manifests are read, so an interrupted stage never shows up. A
+manifest's file names must be plain names inside its stage folder (a name such as
+``../../outside.parquet`` is refused, :class:`~dataforge.store.ManifestError`), and with
+``verify`` (on by default) every file's size and sha256 are checked against its manifest before
+DuckDB is pointed at it (:class:`~dataforge.store.ChecksumMismatch` naming the file). DuckDB
+then reads the files by path: a file replaced between the check and the query is not seen by
+the check (the check is against a wrong or damaged commit, not against a writer racing it).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import pyarrow as pa
 
 from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA
 from dataforge.stages.registry import final_among, stage_order
-from dataforge.store import MANIFEST, Run, read_manifest
+from dataforge.store import MANIFEST, Run, manifest_files
 
 WAREHOUSE_DIR = Path(__file__).resolve().parents[1] / "warehouse"
 
@@ -29,12 +35,11 @@ def committed_dirs(run: Run, rejected: bool) -> list[Path]:
                   and (run.dir / d.name / MANIFEST).exists())
 
 
-def _files(dirs: list[Path]) -> list[str]:
+def _files(dirs: list[Path], verify: bool = True) -> list[str]:
+    """The committed files of ``dirs`` (names checked to be plain; ``verify``: sha256 checked)."""
     out = []
     for d in dirs:
-        m = read_manifest(d)
-        assert m is not None
-        out += [str(d / f["name"]) for f in m["files"]]
+        out += [str(p) for p in manifest_files(d, verify=verify)]
     return out
 
 
@@ -74,12 +79,15 @@ def _stages_table(run: Run) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def connect(run: Run, views_sql: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the run's views defined."""
+def connect(run: Run, views_sql: Path | None = None, *, verify: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the run's views defined; ``verify`` (the default)
+    checks every committed file against its manifest's size and sha256 first."""
+    kept = _files(committed_dirs(run, rejected=False), verify)
+    rejected = _files(committed_dirs(run, rejected=True), verify)
     con = duckdb.connect()
-    _register_rows(con, "kept_rows", _files(committed_dirs(run, rejected=False)), SAMPLE_SCHEMA)
+    _register_rows(con, "kept_rows", kept, SAMPLE_SCHEMA)
     rejected_schema = pa.schema(list(SAMPLE_SCHEMA) + DROP_FIELDS)
-    _register_rows(con, "rejected_rows", _files(committed_dirs(run, rejected=True)), rejected_schema)
+    _register_rows(con, "rejected_rows", rejected, rejected_schema)
     con.register("_stages", _stages_table(run))
     con.execute("CREATE OR REPLACE TABLE stages AS SELECT * FROM _stages")
     con.unregister("_stages")
@@ -106,8 +114,8 @@ def report_queries() -> dict[str, str]:
     return out
 
 
-def query(run: Run, sql: str) -> pa.Table:
-    con = connect(run)
+def query(run: Run, sql: str, *, verify: bool = True) -> pa.Table:
+    con = connect(run, verify=verify)
     try:
         return fetch_arrow(con, sql)
     finally:

@@ -33,8 +33,10 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from dataforge import runner  # noqa: E402
 from dataforge.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from dataforge.runner.runs import locked_run  # noqa: E402
 from dataforge.stages.registry import CURATION, GENERATION, get_stage, stage_names  # noqa: E402
 from dataforge.store import Run, StoreError, list_runs  # noqa: E402
+from dataforge.tabular import limits_in_env  # noqa: E402
 from dataforge.teacher.local import local_teacher  # noqa: E402
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from flows.limits import TeacherSlot, ensure_teacher_limit  # noqa: E402
@@ -204,11 +206,16 @@ def _publish(run: Run, cfg: PipelineConfig, exported: bool) -> None:
 
 def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, selected: set[str] | None = None) -> Run:
     """Run (or resume) the pipeline for ``cfg`` inside the current flow: every stage, or the
-    ``selected`` ones (see :func:`select_stages`)."""
+    ``selected`` ones (see :func:`select_stages`). One writer per run: the run lock is held from
+    opening the run to finishing it (a second writer is refused, naming the holder)."""
+    selected = select_stages(None) if selected is None else selected
+    with limits_in_env(**cfg.inputs.model_dump()), locked_run(cfg, resolve_run_id(cfg, run_id, selected)) as run:
+        return _run_locked(cfg, run, selected)
+
+
+def _run_locked(cfg: PipelineConfig, run: Run, selected: set[str]) -> Run:
     logger = get_run_logger()
     t0 = time.perf_counter()
-    selected = select_stages(None) if selected is None else selected
-    run = runner.open_run(cfg, resolve_run_id(cfg, run_id, selected))
     logger.info("run %s at %s (tasks on %s)", run.run_id, run.dir, describe_runner(cfg.runner))
     results: list[runner.StageResult] = []
     current: str | None = None

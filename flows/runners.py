@@ -20,6 +20,9 @@ from prefect import get_client
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dataforge.config import RunnerConfig
+from dataforge.teacher.urls import redact_url
+
+LOOPBACK = "127.0.0.1"
 
 
 def task_runner(cfg: RunnerConfig) -> TaskRunner:
@@ -30,14 +33,18 @@ def task_runner(cfg: RunnerConfig) -> TaskRunner:
 
     if cfg.address:
         return DaskTaskRunner(address=cfg.address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        # processes, so CPU-bound stages run in parallel; the status server on a free port (runs
-        # side by side); the workers report their task runs to this flow's API, even when it is
-        # Prefect's temporary one (otherwise each worker would start its own)
-        cluster_kwargs={"n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker,
-                        "processes": True, "dashboard_address": ":0", "env": {"PREFECT_API_URL": current_api_url()}},
-    )
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs=local_cluster_kwargs(cfg, current_api_url()))
+
+
+def local_cluster_kwargs(cfg: RunnerConfig, api_url: str) -> dict:
+    """The ``distributed.LocalCluster`` arguments of a temporary cluster: processes, so CPU-bound
+    stages run in parallel; scheduler, workers and the status dashboard listen on loopback only
+    (the dashboard on a free port, so runs go side by side; nobody else on the network reaches a
+    scheduler that runs whatever it is sent); the workers report their task runs to this flow's
+    API, even when it is Prefect's temporary one (otherwise each worker would start its own)."""
+    return {"n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker, "processes": True,
+            "host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0", "env": {"PREFECT_API_URL": api_url}}
 
 
 def current_api_url() -> str:
@@ -51,5 +58,5 @@ def describe(cfg: RunnerConfig) -> str:
     if cfg.kind == "threads":
         return "threads"
     if cfg.address:
-        return f"dask at {cfg.address}"
+        return f"dask at {redact_url(cfg.address)}"
     return f"dask LocalCluster ({cfg.n_workers} workers x {cfg.threads_per_worker} threads)"

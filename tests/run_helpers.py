@@ -31,26 +31,26 @@ def run_pipeline(config: str | Path, run_id: str, announce: bool = False):
     with ``announce`` print ``STAGE <name>`` as each starts (for a parent that kills it)."""
     from dataforge import runner
     from dataforge.config import load_config
-
-    cfg = load_config(config)
-    run = runner.open_run(cfg, run_id)
-    results = []
-
-    def step(name: str, fn) -> None:
-        if announce:
-            print("STAGE", name, flush=True)
-        result = fn()
-        runner.record_result(run, result)
-        results.append(result)
-
+    from dataforge.runner.runs import locked_run
     from dataforge.stages.registry import get_stage
 
-    for s in runner.enabled_generation(cfg):
-        step(s, lambda s=s: get_stage(s).run(run, cfg))
-    for s in runner.enabled_curation(cfg):
-        step(s, lambda s=s: runner.run_curation_stage(run, cfg, s))
-    step("export", lambda: runner.run_export(run, cfg))
-    if announce:
-        print("STAGE end", flush=True)
-    runner.finish_run(run, results, 0.0)
+    cfg = load_config(config)
+    with locked_run(cfg, run_id) as run:
+        results = []
+
+        def step(name: str, fn) -> None:
+            if announce:
+                print("STAGE", name, flush=True)
+            result = fn()
+            runner.record_result(run, result)
+            results.append(result)
+
+        for s in runner.enabled_generation(cfg):
+            step(s, lambda s=s: get_stage(s).run(run, cfg))
+        for s in runner.enabled_curation(cfg):
+            step(s, lambda s=s: runner.run_curation_stage(run, cfg, s))
+        step("export", lambda: runner.run_export(run, cfg))
+        if announce:
+            print("STAGE end", flush=True)
+        runner.finish_run(run, results, 0.0)
     return run

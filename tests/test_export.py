@@ -228,12 +228,12 @@ def test_failed_export_leaves_previous_one_and_no_temporaries(tmp_path, monkeypa
     with pytest.raises(OSError, match="No space"):
         _export_all(_table(15), out)
     assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert [p.name for p in out.parent.iterdir()] == ["default"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [".lock-export-default", "default"]
     # a temporary folder left by a killed export is cleared by the next one
     (out.parent / f"{TMP_PREFIX}export-default-0123abcd").mkdir()
     monkeypatch.setattr(export_mod, "write_file", real)
     _export_all(table, out)
-    assert [p.name for p in out.parent.iterdir()] == ["default"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [".lock-export-default", "default"]
 
 
 def test_bad_input_is_a_clear_error(tmp_path):

@@ -326,3 +326,34 @@ def test_bounded_scanners_keep_their_answers():
     assert answers.extract_answer("Maybe. Yes.\n" + "\n" * 50_000 + "No, it is not.", "yesno") == "no"
     assert answers.extract_answer("Maybe. Yes. No.", "yesno") == "yes"  # findall's non-overlapping matches
     assert steps.check_steps("2 + 3 = 6\n" + "\n" * 100_000 + "1 + 1 = 2").step_errors == 1
+
+
+def test_the_cli_flags_and_the_config_section_set_the_limits(tmp_path, monkeypatch):
+    """`dataforge --max-json-depth N <command>` and a config's `inputs:` section reach the readers
+    (flags and the environment win over the config)."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from dataforge.cli import app
+    from dataforge.config import ConfigError, parse_config
+    from dataforge.tabular import LIMIT_ENV, limits_in_env, read_limits
+
+    for env in LIMIT_ENV.values():
+        monkeypatch.delenv(env, raising=False)
+    src = tmp_path / "in.jsonl"
+    src.write_text(_json.dumps({"text": "flat"}) + "\n" + _json.dumps({"text": "deep", "x": [[[[[1]]]]]}) + "\n")
+    r = CliRunner().invoke(app, ["--max-json-depth", "3", "filter", str(src), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "quarantined 1" in r.output and "nest" in (tmp_path / "o" / "quarantine.jsonl").read_text()
+    monkeypatch.delenv(LIMIT_ENV["max_depth"], raising=False)
+
+    cfg = parse_config({"inputs": {"max_depth": 5, "max_rows": 10}})
+    with limits_in_env(**cfg.inputs.model_dump()):
+        assert read_limits().max_depth == 5 and read_limits().max_rows == 10
+    assert read_limits().max_depth == 64  # restored
+    monkeypatch.setenv(LIMIT_ENV["max_depth"], "7")
+    with limits_in_env(**cfg.inputs.model_dump()):
+        assert read_limits().max_depth == 7  # the environment (and so the flags) win
+    with pytest.raises(ConfigError, match=r"inputs\.max_rows"):
+        parse_config({"inputs": {"max_rows": 0}})

@@ -22,6 +22,7 @@ from dataforge.records import SAMPLE_SCHEMA, SCHEMA_VERSION, make_sample, sample
 from dataforge.store import (
     MANIFEST,
     TMP_PREFIX,
+    FileEntry,
     Run,
     RunRecord,
     ShardWriter,
@@ -223,7 +224,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, sys, time
     import pyarrow as pa
     from dataforge.store import Run, ShardWriter, write_manifest
-    import dataforge.store as store
+    from dataforge import store
 
     data_root, run_id, mode = sys.argv[1:4]
     run = Run(data_root, run_id)
@@ -465,7 +466,7 @@ def test_run_record_round_trip(tmp_path):
     assert back.stages["dedup"].status == "pending"
     assert list(back.stages) == ["cot", "dedup"]
     assert json.loads(run.record_path.read_text())["stages"]["cot"]["teacher"] == {"requests_sent": 8}
-    assert [p.name for p in run.dir.iterdir()] == ["run.json"]
+    assert sorted(p.name for p in run.dir.iterdir()) == ["_lock.json", "run.json"]  # no temporary left
 
 
 def make_run(root: Path, run_id: str, created: str) -> Run:
@@ -778,3 +779,120 @@ def test_cli_commands_that_need_local_files_refuse_an_object_store_root():
         r = CliRunner().invoke(app, [*args, "--data-root", "s3://bucket/x?region=us-east-1"])
         assert r.exit_code == 2, (args, r.output)
         assert "is not a local path: sql, report and export need a local data root" in r.output, r.output
+
+
+# --- manifests that cannot be turned against the reader (issue 13) -------------------------
+
+def _sample_stage(run: Run, stage: str, table: pa.Table) -> dict:
+    run.begin_stage(stage)
+    w = ShardWriter(run.stage_dir(stage), max_rows=100, schema=table.schema)
+    w.write(table)
+    m = run.commit_stage(stage, w.close(), [], table.schema, table.schema, fingerprint="f", config_hash="c")
+    if not run.exists():
+        run.save_record(RunRecord(run_id=run.run_id, name="t", created_at="2026-01-01T00:00:00+00:00",
+                                  stages={stage: StageStatus(status="completed")}))
+    return m
+
+
+def test_manifest_naming_a_file_outside_its_folder_is_refused(tmp_path):
+    """(A ManifestError, a StoreError.) A manifest whose file name climbs out of the stage folder (``../../outside.parquet``) is
+    refused, naming the manifest, by the stage reader and by the warehouse (``dataforge sql``):
+    the outside file's rows are never read."""
+    from dataforge.warehouse import query
+
+    run = Run(tmp_path / "data", "r")
+    _sample_stage(run, "heuristics", sample_table(3, "inside"))
+    outside = run.dir / "outside.parquet"  # <run>/heuristics/../outside.parquet
+    pq.write_table(sample_table(2, "SECRET"), outside)
+    mpath = run.stage_dir("heuristics") / MANIFEST
+    for bad in ("../outside.parquet", str(outside), "sub/../../outside.parquet"):
+        m = json.loads(mpath.read_text())
+        m["files"][0]["name"] = bad
+        m["files"][0]["sha256"], m["files"][0]["bytes"] = sha256_of(outside), outside.stat().st_size
+        mpath.write_text(json.dumps(m))
+        for read in (lambda: run.read("heuristics"), lambda: run.files("heuristics"),
+                     lambda: list(iter_batches(run.stage_dir("heuristics"))),
+                     lambda: query(run, "select text from kept_rows"),
+                     lambda: query(run, "select text from kept_rows", verify=False)):
+            with pytest.raises(StoreError, match="not a plain file name") as err:
+                read()
+            assert str(mpath) in str(err.value) and repr(bad) in str(err.value)
+    # a commit refuses such a name too
+    run.begin_stage("dedup")
+    with pytest.raises(StoreError, match="not a plain file name"):
+        run.commit_stage("dedup", [FileEntry("../x.parquet", 1, 1, "0" * 64)], [], SIMPLE, SIMPLE,
+                         fingerprint="f", config_hash="c")
+
+
+def test_shard_changed_after_commit_fails_verification_on_read(tmp_path):
+    """Two writers on one stage left a manifest of 5 rows and a file of the other writer's 2:
+    a verified read (on by default for export and the warehouse) fails naming the file."""
+    from dataforge.export import export_run
+    from dataforge.warehouse import query
+
+    run = Run(tmp_path / "data", "r")
+    _sample_stage(run, "heuristics", sample_table(5, "mine"))
+    shard = run.files("heuristics")[0]
+    assert query(run, "select count(*) as n from kept_rows").column("n").to_pylist() == [5]
+    pq.write_table(sample_table(2, "theirs"), shard, compression="zstd")  # the other writer's rows
+    assert run.read("heuristics").num_rows == 2  # unverified: what is on disk
+    for read in (lambda: query(run, "select count(*) from kept_rows"),  # sql and export verify by default
+                 lambda: export_run(run, "heuristics", "default", ["jsonl"]),
+                 lambda: run.read("heuristics", verify=True), lambda: run.verify("heuristics"),
+                 lambda: run.files("heuristics", verify=True),
+                 lambda: list(iter_batches(run.stage_dir("heuristics"), verify=True))):
+        with pytest.raises(StoreError, match="does not match its manifest") as err:
+            read()
+        assert str(shard) in str(err.value)
+    assert not run.export_dir("default").exists()
+    assert query(run, "select count(*) as n from kept_rows", verify=False).column("n").to_pylist() == [2]  # --no-verify
+    # the same size, other bytes: the sha256 catches it
+    _sample_stage(run, "dedup", sample_table(5, "mine"))
+    d_shard = run.files("dedup")[0]
+    raw = bytearray(d_shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    d_shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="sha256"):
+        run.read("dedup", verify=True)
+
+
+def test_truncated_manifest_is_a_clear_error_and_the_stage_runs_again(tmp_path):
+    from dataforge import runner
+    from dataforge.config import parse_config
+
+    cfg = parse_config({"name": "t", "textbooks": {"enabled": False}, "shard_rows": 5})
+    run = Run(tmp_path / "data", "r1")
+    table = curation_input()
+    io = runner.generation_io(run, cfg, "cot")
+    io.begin()
+    kept, rej = io.write_shard(0, table, runner.rejected_schema(table.schema).empty_table())
+    io.commit(kept, rej, table.schema)
+    first = runner.run_curation_stage(run, cfg, "heuristics")
+    assert not first.skipped and runner.run_curation_stage(run, cfg, "heuristics").skipped
+    rows = run.read("heuristics").num_rows
+    mpath = run.stage_dir("heuristics") / MANIFEST
+    mpath.write_text(mpath.read_text()[: len(mpath.read_text()) // 2])  # a torn write
+    with pytest.raises(StoreError, match="unreadable manifest") as err:
+        run.read("heuristics")
+    assert str(mpath) in str(err.value)
+    with pytest.raises(StoreError):
+        read_manifest(run.stage_dir("heuristics"))
+    assert run.committed("heuristics") is None  # counts as not committed
+    again = runner.run_curation_stage(run, cfg, "heuristics")  # resume: the stage runs again
+    assert not again.skipped and again.rows_kept == first.rows_kept
+    assert run.read("heuristics").num_rows == rows and read_manifest(run.stage_dir("heuristics"))["rows"] == rows
+
+
+def test_fsync_helpers_are_used_on_commit(tmp_path, monkeypatch):
+    """Shards, manifests and run.json are fsynced before their rename, their folder after."""
+    from dataforge import store
+
+    synced_files, synced_dirs = [], []
+    real_file, real_dir = store.fsync_file, store.fsync_dir
+    monkeypatch.setattr(store, "fsync_file", lambda p: (synced_files.append(Path(p).name), real_file(p))[1])
+    monkeypatch.setattr(store, "fsync_dir", lambda p: (synced_dirs.append(Path(p)), real_dir(p))[1])
+    run = Run(tmp_path, "r")
+    _sample_stage(run, "gen", simple_table(0, 3))
+    assert f"{TMP_PREFIX}part-00000.parquet" in synced_files
+    assert run.stage_dir("gen") in synced_dirs and run.rejected_dir("gen") in synced_dirs  # manifests
+    assert run.dir in synced_dirs  # run.json

@@ -29,6 +29,31 @@ app = typer.Typer(help="dataforge: manufacture, curate and deliver training data
 teacher_app = typer.Typer(help="The embedded local teacher (llama.cpp server with SmolLM2-135M-Instruct), "
                                "and the teacher's request cache (show).",
                           no_args_is_help=True)
+
+
+@app.callback()
+def _options(
+    max_input_bytes: Optional[int] = typer.Option(None, "--max-input-bytes", min=1, help="Largest input file, "
+                                                  "decompressed, in bytes (default 4 GiB; env DATAFORGE_MAX_INPUT_BYTES)"),
+    max_input_rows: Optional[int] = typer.Option(None, "--max-input-rows", min=1, help="Most rows read from one input "
+                                                 "file (default 20,000,000; env DATAFORGE_MAX_INPUT_ROWS)"),
+    max_value_bytes: Optional[int] = typer.Option(None, "--max-value-bytes", min=1, help="Largest single value or "
+                                                  "JSON line (default 16 MiB; env DATAFORGE_MAX_VALUE_BYTES)"),
+    max_json_depth: Optional[int] = typer.Option(None, "--max-json-depth", min=1, help="Deepest JSON nesting; deeper "
+                                                 "records are quarantined (default 64; env DATAFORGE_MAX_JSON_DEPTH)"),
+) -> None:
+    """dataforge: manufacture, curate and deliver training data for small language models.
+
+    The limits below apply to every file a command reads (a file over one is refused naming it;
+    a record over one is quarantined); they win over a config's `inputs:` section."""
+    from dataforge.tabular import LIMIT_ENV
+
+    for name, value in (("max_bytes", max_input_bytes), ("max_rows", max_input_rows),
+                        ("max_value_bytes", max_value_bytes), ("max_depth", max_json_depth)):
+        if value is not None:
+            os.environ[LIMIT_ENV[name]] = str(value)
+
+
 app.add_typer(teacher_app, name="teacher")
 cot_app = typer.Typer(help="Chain-of-thought data: check the final answers of a file of solutions.",
                       no_args_is_help=True)
@@ -101,6 +126,8 @@ def sql(
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     limit: int = typer.Option(200, "--limit", help="Rows to show in table format"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each shard's size and sha256 against its "
+                                                                    "manifest before reading it"),
 ) -> None:
     """Run a DuckDB query over a run (the latest by default)."""
     import duckdb
@@ -109,7 +136,7 @@ def sql(
 
     r = pick_run(data_root, run_id)
     try:
-        result = run_query(r, query)
+        result = run_query(r, query, verify=verify)
     except duckdb.Error as e:
         fail(f"query failed: {e}")
     if fmt == "json":
@@ -177,6 +204,8 @@ def export(
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
     name: str = typer.Option("default", "--name", help="Export folder name under <run>/export/"),
     formats: str = typer.Option("jsonl,parquet", "--formats", help="Comma-separated: jsonl, parquet"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each shard's size and sha256 against its "
+                                                                    "manifest before reading it"),
     stage: Optional[str] = typer.Option(None, "--stage", help="Stage whose kept rows to export [default: the final one]"),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated layouts: chat (messages), "
                                         "prompt_completion, text (pretraining) [default: the run's export.kinds]"),
@@ -207,7 +236,7 @@ def export(
                  else None, "validation_fraction": validation_fraction, "prompt_style": prompt_style,
                  "license": license_id}
     ecfg = section(ExportConfig, snapshot, overrides, "export", as_flags=True)
-    out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg)
+    out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg, verify=verify)
     splits = ", ".join(f"{k}: {v['train']} train / {v['validation']} validation" for k, v in manifest["layouts"].items())
     console.print(f"exported {manifest['rows']} rows to {out} ({splits})")
 

@@ -1,9 +1,16 @@
-"""Run bookkeeping: open a run, record each stage's result or failure, export, finish."""
+"""Run bookkeeping: open a run, record each stage's result or failure, export, finish.
+
+Every ``run.json`` change is one read-change-write under the run lock (:meth:`Run.update_record`).
+The whole run is one writer's: the caller holds ``Run.lock()`` from before :func:`open_run` to
+after :func:`finish_run` / :func:`record_failure` (see :func:`locked_run`); without it each
+write takes the lock for itself, and fails naming the holder when another process has it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
 from dataforge.config import PipelineConfig
@@ -11,7 +18,7 @@ from dataforge.runner.curation import enabled_curation
 from dataforge.runner.generation import enabled_generation
 from dataforge.runner.io import StageResult
 from dataforge.stages.registry import final_stage
-from dataforge.store import Run, StageStatus, input_fingerprint
+from dataforge.store import ManifestError, Run, StageStatus, input_fingerprint
 from dataforge.teacher import TeacherStats
 
 
@@ -24,7 +31,10 @@ def run_export(run: Run, cfg: PipelineConfig) -> StageResult:
     source = final_stage(cfg)
     fp = input_fingerprint([run.committed(source)])
     out = run.export_dir(cfg.export.name)
-    m = read_manifest(out, run.filesystem)
+    try:
+        m = read_manifest(out, run.filesystem)
+    except ManifestError:  # a truncated or corrupt export manifest: export again
+        m = None
     export_cfg = cfg.export.model_dump(mode="json")
     if m and m.get("input_fingerprint") == fp and m.get("export_config") == export_cfg:
         return StageResult("export", rows_in=m["rows"], rows_kept=m["rows"], skipped=True)
@@ -42,52 +52,102 @@ def sum_teacher(results: Sequence[StageResult]) -> dict:
             total.merge(TeacherStats(**r.teacher))
     return total.as_dict()
 
-def open_run(cfg: PipelineConfig, run_id: str | None = None) -> Run:
-    """Create a run (or reopen ``run_id`` to resume it) and write its ``run.json``."""
-    from dataforge.store import RunRecord, new_run_id, package_versions
-    from dataforge.records import now_utc
+def run_for(cfg: PipelineConfig, run_id: str | None = None) -> Run:
+    """The :class:`Run` ``run_id`` (a new id when None), nothing written: lock it, then
+    :func:`open_run` it."""
+    from dataforge.store import new_run_id
 
-    run = Run(cfg.data_root, run_id or new_run_id(cfg.name))
-    if run.exists():
-        rec = run.load_record()
-        rec.status = "running"
-        rec.error = None
-        rec.config = cfg.snapshot()
-        rec.versions = package_versions()
-    else:
-        rec = RunRecord(run_id=run.run_id, name=cfg.name, created_at=now_utc().isoformat(),
-                        config=cfg.snapshot(), versions=package_versions())
-    for s in (*enabled_generation(cfg), *enabled_curation(cfg), "export"):
-        rec.stages.setdefault(s, StageStatus())
-    run.save_record(rec)
+    return Run(cfg.data_root, run_id or new_run_id(cfg.name))
+
+
+def open_run(cfg: PipelineConfig, run_id: str | Run | None = None) -> Run:
+    """Create a run (or reopen ``run_id`` to resume it) and write its ``run.json``. ``run_id``
+    may be a :class:`Run` (from :func:`run_for`, already locked)."""
+    from dataforge.store import package_versions
+
+    run = run_id if isinstance(run_id, Run) else run_for(cfg, run_id)
+    took = not run.holds_lock()
+    if took:  # read and write run.json as one step
+        run.acquire_lock()
+    try:
+        if run.exists():
+            rec = run.load_record()
+            rec.status = "running"
+            rec.error = None
+            rec.config = cfg.snapshot()
+            rec.versions = package_versions()
+        else:
+            from dataforge.records import now_utc
+            from dataforge.store import RunRecord
+
+            rec = RunRecord(run_id=run.run_id, name=cfg.name, created_at=now_utc().isoformat(),
+                            config=cfg.snapshot(), versions=package_versions())
+        for s in (*enabled_generation(cfg), *enabled_curation(cfg), "export"):
+            rec.stages.setdefault(s, StageStatus())
+        run.save_record(rec)
+    finally:
+        if took:
+            run.release_lock()
     return run
 
+
+def run_lock_timeout() -> float | None:
+    """How long a second writer of a run waits for its lock: ``$DATAFORGE_RUN_LOCK_TIMEOUT``
+    seconds (``inf``: for ever); by default 0, refused at once naming the holder."""
+    import math
+    import os
+
+    text = os.environ.get("DATAFORGE_RUN_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"DATAFORGE_RUN_LOCK_TIMEOUT must be a number of seconds or inf, got {text!r}") from None
+    return None if math.isinf(value) else max(0.0, value)
+
+
+@contextlib.contextmanager
+def locked_run(cfg: PipelineConfig, run_id: str | None = None, timeout: float | None | str = "env"
+               ) -> Iterator[Run]:
+    """Lock the run (``Run.lock(timeout)``: one writer per run; another is refused naming
+    host, pid and start time, or waits ``timeout`` seconds, by default
+    :func:`run_lock_timeout`), open it, yield it; the lock is given back when the block ends,
+    however it ends."""
+    run = run_for(cfg, run_id)
+    with run.lock(run_lock_timeout() if timeout == "env" else timeout):
+        yield open_run(cfg, run)
+
+
 def record_result(run: Run, result: StageResult) -> None:
-    rec = run.load_record()
-    st = rec.stages.setdefault(result.stage, StageStatus())
-    st.status = "skipped" if result.skipped else "completed"
-    st.rows_in, st.rows_kept, st.rows_dropped = result.rows_in, result.rows_kept, result.rows_dropped
-    if not result.skipped:
-        st.seconds = round(result.seconds, 3)
-        st.teacher = result.teacher
-        st.finished_at = datetime.now(timezone.utc).isoformat()
-    if result.extra:
-        st.extra = result.extra
-    run.save_record(rec)
+    def change(rec) -> None:
+        st = rec.stages.setdefault(result.stage, StageStatus())
+        st.status = "skipped" if result.skipped else "completed"
+        st.rows_in, st.rows_kept, st.rows_dropped = result.rows_in, result.rows_kept, result.rows_dropped
+        if not result.skipped:
+            st.seconds = round(result.seconds, 3)
+            st.teacher = result.teacher
+            st.finished_at = datetime.now(timezone.utc).isoformat()
+        if result.extra:
+            st.extra = result.extra
+    run.update_record(change)
+
 
 def record_failure(run: Run, stage: str | None, error: BaseException) -> None:
-    rec = run.load_record()
     msg = f"{type(error).__name__}: {error}"
-    if stage:
-        rec.stages.setdefault(stage, StageStatus()).status = "failed"
-        rec.stages[stage].error = msg
-    rec.status = "failed"
-    rec.error = msg
-    run.save_record(rec)
+
+    def change(rec) -> None:
+        if stage:
+            rec.stages.setdefault(stage, StageStatus()).status = "failed"
+            rec.stages[stage].error = msg
+        rec.status = "failed"
+        rec.error = msg
+    run.update_record(change)
+
 
 def finish_run(run: Run, results: Sequence[StageResult], seconds: float) -> None:
-    rec = run.load_record()
-    rec.status = "completed"
-    rec.seconds = round(seconds, 3)
-    rec.teacher = sum_teacher(results)
-    run.save_record(rec)
+    def change(rec) -> None:
+        rec.status = "completed"
+        rec.seconds = round(seconds, 3)
+        rec.teacher = sum_teacher(results)
+    run.update_record(change)

@@ -100,6 +100,26 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path, device=None) -> dict:
+    """A training checkpoint, read with ``torch.load(weights_only=True)``: tensors and plain
+    containers, numbers and strings only, so a planted file cannot run code (pickle's
+    ``__reduce__``). What :func:`train_model` saves is only that (the config as a JSON dict)."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a checkpoint that loads safely (tensors and plain values only): {first}; "
+                         "delete it, or pass --no-resume to start over") from None
+    if not isinstance(state, dict):
+        # a bad file, reported as the CLI reports other bad checkpoints
+        raise ValueError(f"{path}: not a training checkpoint (a {type(state).__name__}, not a dict)")  # noqa: TRY004
+    return state
+
+
 def _fingerprint(data: PackedTokens, cfg: SlmConfig, lr: float, total: int, init: str) -> dict:
     return {"data": data.fingerprint(), "blocks": len(data), "config": cfg.model_dump(mode="json"), "lr": lr,
             "steps": total, "init": init}
@@ -137,8 +157,8 @@ def train_model(model, data: PackedTokens, cfg: SlmConfig, out_dir: str | Path |
     start, curve, elapsed, resumed_from = 0, [], 0.0, None
     ckpt = out / CHECKPOINT / "state.pt" if out is not None else None
     if out is not None and resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state["fingerprint"] != fp:
+        state = load_checkpoint(ckpt, device)
+        if state.get("fingerprint") != fp:
             raise ValueError(f"{ckpt}: this checkpoint was made with other data or settings; "
                              f"train into a new --out folder, or pass --no-resume to start over")
         model.load_state_dict(state["model"])

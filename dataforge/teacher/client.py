@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import openai
 import pydantic
@@ -50,6 +50,7 @@ import pydantic
 from dataforge.config import TeacherConfig
 from dataforge.teacher.cache import RequestCache, request_key
 from dataforge.teacher.ratelimit import Clock, RateLimiter, SleepFn, estimate_tokens
+from dataforge.teacher.urls import redact_url, url_secrets
 
 __all__ = [
     "Completion",
@@ -267,13 +268,9 @@ def parse_structured(text: str, schema: type[ModelT]) -> ModelT:
     return schema.model_validate_json(fenced.group(1) if fenced else stripped)
 
 
-def public_url(url: str) -> str:
-    """The base URL without user info or query string (where credentials could hide)."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+# the base URL without user info or query string (where credentials could hide): the one
+# redaction of dataforge.teacher.urls, under the name batch.py and older callers import
+public_url = redact_url
 
 
 def _choice_text(choice: Any) -> str:
@@ -388,6 +385,10 @@ class TeacherClient:
         self._secret = api_key if api_key != PLACEHOLDER_KEY else None
         if self._secret:
             _install_redactor(self._secret)
+        # credentials in the URL itself (user info, query values) are masked in logs and errors too
+        self._url_secrets = url_secrets(self.base_url)
+        for secret in self._url_secrets:
+            _install_redactor(secret)
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url, api_key=api_key, max_retries=0, timeout=cfg.timeout_s
         )
@@ -415,7 +416,9 @@ class TeacherClient:
         return self._semaphore
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in ([self._secret] if self._secret else []) + self._url_secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _backoff(self, retry_index: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff, but never shorter than a server's Retry-After

