@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from dataforge.config import BenchmarkSource, DecontamConfig  # noqa: E402
 from dataforge.curate.decontam import load_index, reference_scan, scan  # noqa: E402
 from decontam_plants import near_identical_mask, plant, reword  # noqa: E402
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 
 
 def shared_data() -> Path:
@@ -58,15 +58,6 @@ def planted_docs(test: list[str], n: int, seed: int) -> tuple[list[str], np.ndar
     chosen = rng.sample(range(len(test)), n)
     docs = [plant(reword(test[i], rng, 3, change_numbers=k % 2 == 1), rng) for k, i in enumerate(chosen)]
     return docs, np.array(chosen)
-
-
-def median_time(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def main() -> None:

@@ -22,26 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataforge.select import diversity as dv  # noqa: E402
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 
 DATA = Path(os.environ.get("DATAFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def deita_numpy_loop(emb: np.ndarray, quality: np.ndarray, budget: int, tau: float) -> np.ndarray:
@@ -86,8 +76,8 @@ def main() -> None:
     print(f"{len(texts)} Alpaca rows, {args.repeats} repeats, medians (machine shared and noisy)")
 
     dv.embed_ngram(texts[:10])  # compile outside the timing
-    t_fast, emb = timed(lambda: dv.embed_ngram(texts), args.repeats)
-    t_ref, ref = timed(lambda: dv.embed_ngram_reference(texts), args.repeats)
+    t_fast, emb = median_time(lambda: dv.embed_ngram(texts), args.repeats)
+    t_ref, ref = median_time(lambda: dv.embed_ngram_reference(texts), args.repeats)
     assert np.array_equal(emb, ref)
     results.append(report(f"ngram sketches ({len(texts)} rows)", t_fast, t_ref, "per-row Python"))
 
@@ -95,22 +85,22 @@ def main() -> None:
     for n, baseline in ((min(args.deita_rows, len(texts)), "numpy"), (min(args.reference_rows, len(texts)), "python")):
         e, q = emb[:n], quality[:n]
         budget = n // 2
-        t_fast, sel = timed(lambda: dv.deita_select(e, q, budget, tau), args.repeats)
+        t_fast, sel = median_time(lambda: dv.deita_select(e, q, budget, tau), args.repeats)
         if baseline == "numpy":
-            t_base, loop = timed(lambda: deita_numpy_loop(e, q, budget, tau), args.repeats)
+            t_base, loop = median_time(lambda: deita_numpy_loop(e, q, budget, tau), args.repeats)
             picked = np.flatnonzero(sel.selected)[np.argsort(sel.rank[sel.selected])]
             assert np.array_equal(picked, loop)
             results.append(report(f"DEITA n={n} budget={budget}", t_fast, t_base, "per-row numpy (DEITA)"))
         else:
-            t_base, ref_sel = timed(lambda: dv.deita_select_reference(e, q, budget, tau), args.repeats)
+            t_base, ref_sel = median_time(lambda: dv.deita_select_reference(e, q, budget, tau), args.repeats)
             assert np.array_equal(sel.rank, ref_sel.rank)
             results.append(report(f"DEITA n={n} budget={budget}", t_fast, t_base, "per-pair Python"))
 
     n = min(args.qdit_rows, len(texts))
     e, q = emb[:n], quality[:n]
     k = max(1, n // 10)
-    t_fast, sel = timed(lambda: dv.qdit_select(e, q, k, 1.0), args.repeats)
-    t_ref, ref_sel = timed(lambda: dv.qdit_select_reference(e, q, k, 1.0), args.repeats)
+    t_fast, sel = median_time(lambda: dv.qdit_select(e, q, k, 1.0), args.repeats)
+    t_ref, ref_sel = median_time(lambda: dv.qdit_select_reference(e, q, k, 1.0), args.repeats)
     assert np.array_equal(sel.rank, ref_sel.rank)
     results.append(report(f"QDIT n={n} k={k}", t_fast, t_ref, "plain greedy"))
     cov_q = dv.facility_coverage(e, np.flatnonzero(sel.selected))
@@ -136,8 +126,8 @@ def main() -> None:
                     out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).numpy())
             return np.concatenate(out)
 
-        t_fast, a = timed(lambda: dv.embed_minilm(sub), args.repeats)
-        t_base, b = timed(unsorted, args.repeats)
+        t_fast, a = median_time(lambda: dv.embed_minilm(sub), args.repeats)
+        t_base, b = median_time(unsorted, args.repeats)
         assert np.allclose(a, b, atol=1e-4)
         results.append(report(f"MiniLM ({len(sub)} rows)", t_fast, t_base, "input-order batches"))
         print(f"  MiniLM throughput: {len(sub) / t_fast:.1f} rows/s (ours)")

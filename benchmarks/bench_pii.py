@@ -29,9 +29,7 @@ import argparse
 import json
 import math
 import re
-import statistics
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -43,6 +41,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from dataforge.stages.pii import PII_TYPES, PiiConfig, apply_pii, find_pii  # noqa: E402
 from pii_data import OUT_DIR, build, build_c, shared_data  # noqa: E402
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 
 # the naive baseline: the kind of one-regex-per-type redactor found in tutorials
 NAIVE = {
@@ -135,15 +134,6 @@ def evaluate(rows: list[dict], spans_of) -> dict:
                                        + text[b:b + 40]))
     return {"pii": pii, "look": look, "missed": missed, "touched": touched, "extra": extra,
             "extra_examples": extra_examples}
-
-
-def median_time(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def main() -> None:
