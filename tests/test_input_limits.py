@@ -339,14 +339,17 @@ def test_the_cli_flags_and_the_config_section_set_the_limits(tmp_path, monkeypat
     from dataforge.config import ConfigError, parse_config
     from dataforge.tabular import LIMIT_ENV, limits_in_env, read_limits
 
-    for env in LIMIT_ENV.values():
-        monkeypatch.delenv(env, raising=False)
+    import os
+
+    for env in LIMIT_ENV.values():  # recorded as they are, so the flag's setting is undone after the test
+        monkeypatch.setenv(env, "1")
+        monkeypatch.delenv(env)
     src = tmp_path / "in.jsonl"
     src.write_text(_json.dumps({"text": "flat"}) + "\n" + _json.dumps({"text": "deep", "x": [[[[[1]]]]]}) + "\n")
     r = CliRunner().invoke(app, ["--max-json-depth", "3", "filter", str(src), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert "quarantined 1" in r.output and "nest" in (tmp_path / "o" / "quarantine.jsonl").read_text()
-    monkeypatch.delenv(LIMIT_ENV["max_depth"], raising=False)
+    assert os.environ.pop(LIMIT_ENV["max_depth"]) == "3"  # the flag set it (for this process)
 
     cfg = parse_config({"inputs": {"max_depth": 5, "max_rows": 10}})
     with limits_in_env(**cfg.inputs.model_dump()):
