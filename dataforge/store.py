@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -76,6 +75,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dataforge.atomic import fsync_dir, fsync_file, write_bytes_atomic
 from dataforge.errors import DataforgeError
 from dataforge.hashing import file_sha256
 
@@ -121,44 +121,10 @@ class LockLost(StoreError):
 
 # --- durability ----------------------------------------------------------------------------
 
-def fsync_file(path: str | os.PathLike) -> None:
-    """Flush a file's data to disk (before it is renamed into place)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Flush a directory's entries (after a rename into it, so the new name survives a power
-    loss). A filesystem that cannot fsync a directory is let be."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary sibling, fsync, rename over ``path``, fsync the directory."""
+    """Write to a temporary sibling (``.tmp-``), fsync, rename over ``path``, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"), tmp_prefix=TMP_PREFIX, sync_folder=False)
     fsync_dir(path.parent)
 
 

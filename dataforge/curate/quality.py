@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataforge.errors import DataforgeError
-from dataforge.hashing import file_sha256
+from dataforge.hashing import file_version_sha256
 from dataforge.records import with_drop
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def _load(path: str, mtime_ns: int, size: int) -> QualityModel:
         raise QualityError(f"{path}: not a fastText model: {err}") from None
     labels = tuple(lab.removeprefix(LABEL_PREFIX) for lab in model.get_labels())
     kind, values = kind_of_labels(labels, path)
-    return QualityModel(path, model, kind, labels, values, model_name(path), _cached_sha256(path, mtime_ns, size))
+    return QualityModel(path, model, kind, labels, values, model_name(path), file_version_sha256(path, mtime_ns, size))
 
 
 def _model_file(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -232,7 +232,7 @@ def load_quality_model(path: str | os.PathLike) -> QualityModel:
 def model_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a model file without loading the model (hashed again only when the file
     changes); QualityError when missing."""
-    return _cached_sha256(*_model_file(path))
+    return file_version_sha256(*_model_file(path))
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def score_with_cache(table: pa.Table, qcfg: QualityConfig, model_path: str | os.
     no cached score (or nothing is cached for it yet, to learn its kind); each distinct new text
     is scored once. Checks the cut against the model's highest score, as :func:`apply_quality`."""
     path, mtime_ns, size = _model_file(model_path)
-    sha = _cached_sha256(path, mtime_ns, size)
+    sha = file_version_sha256(path, mtime_ns, size)
     texts = texts_to_score(table, qcfg.apply_to)
     hashes = text_hashes(texts)
     scores, kind, cached = cache.lookup(sha, hashes)
@@ -510,8 +510,3 @@ def quality_stage_inputs(cfg: PipelineConfig) -> dict | None:
     return {"model_sha256": model_sha256(p)}
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """A model's hash, computed again only when the file changes (an unquantized model is
-    800 MB and the stage asks for it several times a run)."""
-    return file_sha256(path)

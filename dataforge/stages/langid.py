@@ -30,8 +30,6 @@ and scores within 3e-7 (benchmarks/RESULTS.md, "Language identification", has th
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import struct
 import threading
@@ -47,6 +45,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from dataforge.errors import DataforgeError
+from dataforge.hashing import file_sha256_cached
 from dataforge.stages.registry import CURATION, CliOption, Stage, StageConfig, register
 
 log = logging.getLogger("dataforge.langid")
@@ -136,15 +135,8 @@ def model_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=4)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def model_sha256() -> str:
-    p = model_path()
-    st = p.stat()
-    return _sha256(str(p), st.st_mtime_ns, st.st_size)
+    return file_sha256_cached(model_path())
 
 
 _LOCK = threading.Lock()

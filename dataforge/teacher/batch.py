@@ -76,9 +76,9 @@ from dataforge.teacher.client import (
     check_body,
     extract_completion,
     parse_retry_after,
-    public_url,
 )
 from dataforge.teacher.ratelimit import SleepFn
+from dataforge.teacher.urls import redact_url
 
 __all__ = ["BatchState", "BatchTeacherClient", "read_batch_states"]
 
@@ -256,7 +256,7 @@ class BatchTeacherClient(TeacherClient):
         self.n_honoured = False
         self.state_dir = Path(state_dir)
         self._flush_after_s = flush_after_s
-        self._public_base_url = public_url(self.base_url)
+        self._public_base_url = redact_url(self.base_url)
         self._pending: dict[str, _Pending] = {}
         self._queue: dict[str, None] = {}  # keys waiting for the next batch, in arrival order
         self._inflight: dict[str, _Job] = {}  # key -> the uncollected submission holding it

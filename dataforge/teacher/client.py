@@ -270,7 +270,6 @@ def parse_structured(text: str, schema: type[ModelT]) -> ModelT:
 
 # the base URL without user info or query string (where credentials could hide): the one
 # redaction of dataforge.teacher.urls, under the name batch.py and older callers import
-public_url = redact_url
 
 
 def _choice_text(choice: Any) -> str:
@@ -377,7 +376,7 @@ class TeacherClient:
         # shared with other processes (flows/ passes one that takes a Prefect global rate limit)
         self._acquire = acquire
         self.base_url = base_url or cfg.resolved_base_url()
-        self._public_base_url = public_url(self.base_url)
+        self._public_base_url = redact_url(self.base_url)
         self.stats = TeacherStats()
         self._sleep = sleep
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, clock=clock, sleep=sleep)
