@@ -296,8 +296,8 @@ class PotSandboxConfig(_Model):
     """Limits for running program-of-thought solutions (see dataforge/generate/pot.py)."""
 
     timeout_s: float = Field(5.0, gt=0, le=600)  # wall time per program
-    cpu_s: int = Field(3, ge=1, le=600)  # RLIMIT_CPU
-    memory_mb: int = Field(256, ge=64, le=65536)  # RLIMIT_AS
+    cpu_s: int = Field(3, ge=1, le=600)  # CPU seconds: per process (RLIMIT_CPU) and, strict, all together
+    memory_mb: int = Field(256, ge=64, le=65536)  # per process (RLIMIT_AS) and, strict, all together
     max_output_bytes: int = Field(65_536, ge=1024)  # stdout + stderr
     workers: int = Field(2, ge=1, le=64)  # programs running at once (one process each)
     network_namespace: bool = True  # also run in a private, empty network namespace when allowed
@@ -306,6 +306,9 @@ class PotSandboxConfig(_Model):
     # strict = bubblewrap namespaces + seccomp + quotas, refused with an error where unavailable;
     # weak = the former best-effort sandbox, only when opted into here
     isolation: Literal["strict", "weak"] = "strict"
+    # strict: the program's totals (memory, tasks, CPU) in a control group of its own; where none
+    # can be made (not root, no delegated cgroup) programs are refused unless this is false
+    require_cgroup: bool = True
 
 
 # names of the system prompts in dataforge/generate/cot.py (a test keeps the two in step)

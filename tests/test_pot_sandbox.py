@@ -365,18 +365,221 @@ def test_config_has_the_isolation_switch():
 def test_seccomp_filter_is_well_formed():
     pot = importlib.import_module("dataforge.generate.pot")
     for machine in ("x86_64", "aarch64"):
-        prog = pot.seccomp_filter(machine)
-        assert prog and len(prog) % 8 == 0 and len(prog) // 8 < 256
+        for weak in (False, True):
+            prog = pot.seccomp_filter(machine, weak=weak)
+            assert prog and len(prog) % 8 == 0 and len(prog) // 8 < 256
     assert pot.seccomp_filter("riscv64") is None
 
 
-def test_weak_mode_kills_the_process_group_when_the_program_ends():
-    """The opt-in weak sandbox gives up the PID namespace, but a child that stays in the
-    program's process group no longer outlives it (one that calls setsid still can)."""
+@pytest.mark.parametrize("setsid", [False, True])
+def test_weak_mode_starts_no_process(setsid):
+    """The opt-in weak sandbox has no PID namespace, so its seccomp filter refuses fork
+    (``clone`` without ``CLONE_THREAD``) and exec: nothing can outlive the program, with or
+    without ``setsid`` (the former weak sandbox killed only its process group)."""
     token = f"49.{uuid.uuid4().int % 10**6:06d}"
-    r = run_program(_sleeper_program(token, False), SandboxLimits(timeout_s=20.0, isolation="weak"))
-    time.sleep(0.5)  # SIGKILL goes to the group before run_program returns; delivery is asynchronous
+    r = run_program(_sleeper_program(token, setsid), WEAK_PERMISSIVE)
+    time.sleep(0.5)
     left = _processes_with(token)
     _kill(left)
     assert left == [], f"a process the program started outlived run_program ({r})"
+    assert r.status == "error" and "Operation not permitted" in (r.error or ""), r
+
+
+# --- the weak sandbox (opt-in): the same probes, stopped by its seccomp filter ----------------
+
+#: weak mode with root kept and no network namespace: only the filter stands in the way
+WEAK_PERMISSIVE = SandboxLimits(timeout_s=20.0, cpu_s=10, memory_mb=256, network_namespace=False, run_as_uid=None,
+                                isolation="weak")
+
+
+def test_weak_mode_parent_environment_is_unreadable():
+    """The parent's environment through /proc/<ppid>/environ: in weak mode the program shares
+    the host's /proc, so the filter must refuse to open it, even to a program that kept root."""
+    prog = """import os
+def solution():
+    try:
+        data = open(f'/proc/{os.getppid()}/environ', 'rb').read()
+    except OSError as e:
+        return 'refused: errno %d' % e.errno
+    return 'found' if b'DATAFORGE_PROBE_SECRET' in data else 'absent'
+"""
+    driver = ("import sys\nfrom dataforge.generate.pot import SandboxLimits, run_program\n"
+              "r = run_program(sys.stdin.read(), SandboxLimits(timeout_s=20.0, run_as_uid=None, isolation='weak', "
+              "network_namespace=False))\nprint(r.status, r.value, r.error)\n")
+    env = {**os.environ, "DATAFORGE_PROBE_SECRET": f"sk-probe-{uuid.uuid4().hex}"}
+    done = subprocess.run([sys.executable, "-c", driver], check=False, input=prog, env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok refused: errno 1 None", done.stdout
+
+
+def test_weak_mode_host_files_are_unreadable_and_unwritable(tmp_path):
+    token = uuid.uuid4().hex
+    secret = tmp_path / "data" / "cache" / "teacher.sqlite"
+    secret.parent.mkdir(parents=True)
+    secret.write_text(f"SECRET-{token}")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "left-behind"
+    prog = f"""import os
+def solution():
+    done = []
+    for name, act in [('read', lambda: open({str(secret)!r}).read()),
+                      ('write', lambda: open({str(out)!r}, 'w').write('x')),
+                      ('unlink', lambda: os.unlink({str(victim)!r})),
+                      ('rename', lambda: os.rename({str(victim)!r}, {str(victim)!r} + '.moved')),
+                      ('mkdir', lambda: os.mkdir({str(tmp_path / 'newdir')!r})),
+                      ('chmod', lambda: os.chmod({str(victim)!r}, 0o777))]:
+        try:
+            act()
+            done.append(name)
+        except OSError:
+            pass
+    return ' '.join(done) or 'nothing'
+"""
+    r = run_program(prog, WEAK_PERMISSIVE)
+    assert r.value == "nothing", r
+    assert victim.read_text() == "keep me" and not out.exists() and not (tmp_path / "newdir").exists()
+    assert oct(victim.stat().st_mode & 0o777) != "0o777"
+
+
+@pytest.mark.parametrize("program", [_ctypes_connect, _socket_connect], ids=["ctypes", "reimported_socket"])
+def test_weak_mode_no_socket_reaches_the_parents_loopback(program):
+    server = _Server()
+    try:
+        r = run_program(program(server.port), WEAK_PERMISSIVE)
+        time.sleep(0.3)
+    finally:
+        server.close()
+    assert server.hits == [] and r.value != "connected", r
+
+
+def test_weak_mode_ptrace_is_refused():
+    prog = UNDO_HARNESS + """
+import ctypes
+def solution():
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.ptrace(0, 0, 0, 0)  # PTRACE_TRACEME
+    return 'allowed' if rc == 0 else 'refused: errno %d' % ctypes.get_errno()
+"""
+    r = run_program(prog, WEAK_PERMISSIVE)
+    assert r.value != "allowed", r
+
+
+def test_weak_mode_still_runs_ordinary_programs():
+    """The filter leaves what arithmetic programs use: the usual modules (imported before it
+    is installed), threads, exceptions, big integers."""
+    prog = """import math, fractions, statistics, threading
+from decimal import Decimal
+def solution():
+    out = []
+    t = threading.Thread(target=lambda: out.append(math.comb(30, 12)))
+    t.start(); t.join()
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        pass
+    return str(out[0] + int(statistics.mean([2, 4])) + fractions.Fraction(1, 2).denominator
+               + int(Decimal('1.5') * 2))
+"""
+    r = run_program(prog, WEAK_PERMISSIVE)
+    assert r.ok and r.value == str(86493225 + 3 + 2 + 3), r
+
+
+# --- per-program totals: a control group per program (strict) ---------------------------------
+
+def test_memory_is_capped_for_all_processes_together():
+    """Ten processes of 100 MB each stay under the per-process limit (256 MB) but not under
+    the program's total: the kernel kills some of them (SIGKILL, status 9)."""
+    prog = UNDO_POSIX + """
+def solution():
+    pids = []
+    for i in range(10):
+        pid = posix.fork()
+        if pid == 0:
+            x = bytearray(100 * 1024 * 1024)
+            for j in range(0, len(x), 4096):
+                x[j] = 1
+            import time
+            time.sleep(2)
+            posix._exit(0)
+        pids.append(pid)
+    return ' '.join(str(posix.waitpid(p, 0)[1]) for p in pids)
+"""
+    r = run_program(prog, LIMITS)
     assert r.ok, r
+    statuses = r.value.split()
+    assert len(statuses) == 10 and statuses.count("9") >= 5, f"exit statuses {statuses}: no total memory cap"
+
+
+def test_cpu_time_is_capped_for_all_processes_together():
+    """Thirteen spinning processes: their CPU time together reaches 2 s long before any one
+    of them does; the program ends as cpu_limit within seconds, not at the wall time."""
+    prog = UNDO_POSIX + """
+def solution():
+    for i in range(12):
+        if posix.fork() == 0:
+            while True:
+                pass
+    while True:
+        pass
+"""
+    r = run_program(prog, SandboxLimits(timeout_s=30.0, cpu_s=2, memory_mb=256))
+    assert r.status == "cpu_limit" and r.seconds < 10, r
+
+
+def test_program_groups_are_removed():
+    pot_cgroup = importlib.import_module("dataforge.generate.pot_cgroup")
+    version, base = pot_cgroup._setup()
+    assert version, base
+    for _ in range(3):
+        assert run_program("def solution():\n    return 1\n", LIMITS).ok
+    dirs = sorted(set(base.values())) if isinstance(base, dict) else [base]
+    left = [e.name for d in dirs for e in os.scandir(d) if e.is_dir()]
+    assert left == [], left
+
+
+def test_strict_is_refused_without_a_control_group(monkeypatch):
+    """No per-program group (not root, no delegation): strict refuses with the reason and
+    the opt-out; ``require_cgroup=False`` accepts per-process limits."""
+    pot = importlib.import_module("dataforge.generate.pot")
+    monkeypatch.setattr(pot, "_status", {})
+    monkeypatch.setattr(pot.pot_cgroup, "cgroup_problem", lambda: "the cgroup / is not writable by this user")
+    with pytest.raises(pot.PotSandboxError) as caught:
+        run_program("def solution():\n    return 1\n", LIMITS)
+    assert "not writable" in str(caught.value) and "require_cgroup" in str(caught.value)
+    relaxed = SandboxLimits(timeout_s=20.0, require_cgroup=False)
+    assert run_program("def solution():\n    return 1\n", relaxed).value == "1"
+
+
+def test_cgroup_v2_group_is_written(tmp_path, monkeypatch):
+    """The v2 protocol on a directory laid out like a delegated cgroup: controllers enabled
+    for the children, the program's caps written, its procs file named."""
+    pot_cgroup = importlib.import_module("dataforge.generate.pot_cgroup")
+    own = tmp_path / "user.slice" / "df.scope"
+    own.mkdir(parents=True)
+    (own / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (own / "cgroup.subtree_control").write_text("")
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    monkeypatch.setattr(pot_cgroup, "_own_cgroups", lambda *a: {"": "/user.slice/df.scope"})
+    monkeypatch.setattr(pot_cgroup, "_mounts", lambda *a: (str(tmp_path), {}))
+    monkeypatch.setattr(pot_cgroup, "_state", {})
+    real_mkdir = os.mkdir
+
+    def mkdir_with_files(path, *args, **kwargs):  # the kernel populates a new group's files
+        real_mkdir(path, *args, **kwargs)
+        for name in ("cgroup.procs", "cgroup.subtree_control", "memory.max", "memory.swap.max", "pids.max",
+                     "cpu.max"):
+            Path(path, name).write_text("")
+
+    monkeypatch.setattr(pot_cgroup.os, "mkdir", mkdir_with_files)
+    monkeypatch.setattr(pot_cgroup.os, "makedirs",
+                        lambda p, exist_ok=False: None if Path(p).exists() else mkdir_with_files(p))
+    assert pot_cgroup.cgroup_problem() is None
+    group = pot_cgroup.new_program_cgroup(272 * 1024 * 1024, 18)
+    path = Path(group.dirs["memory"])
+    assert path.parent.parent == own and (own / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    assert (path / "memory.max").read_text() == str(272 * 1024 * 1024)
+    assert (path / "memory.swap.max").read_text() == "0"
+    assert (path / "pids.max").read_text() == "18" and (path / "cpu.max").read_text() == "100000 100000"
+    assert group.procs_files == [os.fsencode(path / "cgroup.procs")]

@@ -221,7 +221,8 @@ def sandbox_limits(cfg: CotConfig) -> SandboxLimits:
     s = cfg.sandbox
     return SandboxLimits(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb,
                          max_output_bytes=s.max_output_bytes, network_namespace=s.network_namespace,
-                         run_as_uid=s.run_as_uid, isolation=s.isolation)
+                         run_as_uid=s.run_as_uid, isolation=s.isolation,
+                         require_cgroup=s.require_cgroup)
 
 
 def methods_of(cfg: CotConfig) -> list[str]:

@@ -19,19 +19,23 @@ program-of-thought sandbox"):
 * a seccomp filter (x86_64, aarch64) refusing non-Unix sockets, ptrace, process_vm_*,
   mount, unshare, setns, io_uring, bpf, perf_event_open, keyrings; no new user namespaces;
   no capabilities; its own session (no terminal injection);
-* a process count per program (RLIMIT_NPROC, counted in the program's own user namespace),
-  address space, CPU seconds, file size, open files; as root it runs as ``run_as_uid``
-  (nobody) on the host as well.
+* totals per program in a control group of its own (:mod:`dataforge.generate.pot_cgroup`):
+  memory of all its processes and files, a task count, one CPU of bandwidth and the CPU
+  seconds of all its processes together; per process besides: RLIMIT_NPROC (counted in the
+  program's own user namespace), address space, CPU seconds, file size, open files; as root
+  it runs as ``run_as_uid`` (nobody) on the host as well.
 
-When strict isolation is not available here (no ``bwrap``, user namespaces disabled),
-:func:`run_program` raises :class:`PotSandboxError` (checked once per process and cached;
-:func:`check_sandbox` is the preflight) instead of silently running programs with less.
+When strict isolation is not available here (no ``bwrap``, user namespaces disabled, no
+writable cgroup unless ``require_cgroup`` is off), :func:`run_program` raises
+:class:`PotSandboxError` (checked once per process and cached; :func:`check_sandbox` is the
+preflight) instead of silently running programs with less.
 
-``weak`` (opt-in): the former sandbox, a process of ``sys.executable -I -S`` with rlimits, a
-harness that patches the socket and process functions and blocks ``ctypes`` (undone by a
-determined program), a best-effort network namespace, a uid switch as root, and the process
-group killed when the program ends. It gives up file system isolation and the guarantee
-that started processes die; use it only inside a container of its own.
+``weak`` (opt-in, for machines without namespaces): a process of ``sys.executable -I -S`` with
+rlimits, a clean environment, a best-effort network namespace, a uid switch as root, and a
+seccomp filter the harness installs before the program runs (``seccomp_filter(weak=True)``):
+no file can be opened or changed, nothing executed, no process started (threads can), no
+socket, no signal to another process. So the parent's secrets stay unreadable and nothing
+outlives the program here too; limits are per process.
 
 In both modes the environment holds nothing but a minimal ``PATH``, the harness hands the
 value back as one JSON line on a private copy of the original stdout (whatever the program
@@ -61,6 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dataforge.errors import DataforgeError
+from dataforge.generate import pot_cgroup
 from dataforge.generate.answers import Choice, extract_answer, normalize_number
 
 #: environment of the program: nothing inherited (no API keys, no proxies), a minimal PATH
@@ -97,13 +102,35 @@ if _nproc > 0:
     # strict mode: counted in the sandbox's own user namespace, so per program
     import resource
     resource.setrlimit(resource.RLIMIT_NPROC, (_nproc, _nproc))
-if _uid >= 0 and os.geteuid() == 0:
-    # imported before the drop: the interpreter's own files may not be readable by that uid
+_filter = bytes.fromhex(sys.argv[4]) if len(sys.argv) > 4 else b""
+if (_uid >= 0 and os.geteuid() == 0) or _filter:
+    # imported before the drop (the interpreter's own files may not be readable by that uid)
+    # and before the weak mode's filter (which refuses to open any file)
     import math, cmath, fractions, decimal, statistics, itertools, functools, collections, datetime, \
-        re, string, operator, random, heapq, bisect, traceback
+        re, string, operator, random, heapq, bisect, traceback, numbers, copy, time, calendar, enum, \
+        dataclasses, typing, textwrap, threading
+if _filter:
+    import ctypes
+if _uid >= 0 and os.geteuid() == 0:
     os.setgroups([])
     os.setgid(_uid)
     os.setuid(_uid)
+if _filter:
+    # weak mode: the kernel refuses, from here on, to open or change files, execute, fork,
+    # signal or open sockets (the program shares the host's file system and processes)
+    class _Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    _buf = ctypes.create_string_buffer(_filter, len(_filter))
+    _prog = _Fprog(len(_filter) // 8, ctypes.addressof(_buf))
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _z = ctypes.c_ulong(0)
+    if _libc.prctl(38, ctypes.c_ulong(1), _z, _z, _z) != 0 or \
+            _libc.prctl(22, ctypes.c_ulong(2), ctypes.byref(_prog), _z, _z) != 0:  # NO_NEW_PRIVS, SECCOMP
+        _result.write(json.dumps({"status": "crashed", "error": "the seccomp filter could not be installed "
+                                  f"(errno {ctypes.get_errno()})"}) + "\n")
+        _result.flush()
+        raise SystemExit(0)
+    del _libc, _prog, _buf, _Fprog, ctypes
 
 _captured = {}
 
@@ -257,8 +284,13 @@ class SandboxLimits:
     #: "strict": namespaces, seccomp and quotas through bubblewrap, else PotSandboxError;
     #: "weak": the former best-effort sandbox (see the module docstring)
     isolation: str = "strict"
-    max_processes: int = 16  # strict: RLIMIT_NPROC inside the program's user namespace
+    max_processes: int = 16  # strict: RLIMIT_NPROC inside the program's user namespace, and its cgroup's tasks
     disk_bytes: int = 16 * 1024 * 1024  # strict: size of the working directory's tmpfs
+    #: strict: the program's totals (memory_mb + disk_bytes of memory for all its processes and
+    #: files, max_processes tasks, one CPU of bandwidth, cpu_s CPU seconds together) in a control
+    #: group of its own (dataforge/generate/pot_cgroup.py); where none can be made, programs are
+    #: refused unless this is False (then the limits hold per process only)
+    require_cgroup: bool = True
 
 
 @dataclass(frozen=True)
@@ -328,17 +360,42 @@ DENIED_SYSCALLS = {
     "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),
 }
 _SOCKET_NR = {"x86_64": 41, "aarch64": 198}
+#: refused besides in the weak sandbox, whose programs share the host's file system, processes
+#: and network: no file is opened or changed, no program executed, no process started (threads
+#: still can), no socket of any family, no signal sent; name -> (x86_64, aarch64; None: absent)
+WEAK_DENIED_SYSCALLS = {
+    "open": (2, None), "openat": (257, 56), "openat2": (437, 437), "creat": (85, None),
+    "name_to_handle_at": (303, 264), "memfd_create": (319, 279),
+    "execve": (59, 221), "execveat": (322, 281), "fork": (57, None), "vfork": (58, None),
+    "socket": (41, 198), "socketpair": (53, 199),
+    "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "pidfd_send_signal": (424, 424),
+    "pidfd_open": (434, 434), "pidfd_getfd": (438, 438),
+    "unlink": (87, None), "unlinkat": (263, 35), "rename": (82, None), "renameat": (264, 38),
+    "renameat2": (316, 276), "mkdir": (83, None), "mkdirat": (258, 34), "rmdir": (84, None),
+    "symlink": (88, None), "symlinkat": (266, 36), "link": (86, None), "linkat": (265, 37),
+    "truncate": (76, 45), "chmod": (90, None), "fchmodat": (268, 53), "fchmodat2": (452, 452),
+    "chown": (92, None), "lchown": (94, None), "fchownat": (260, 54), "mknod": (133, None),
+    "mknodat": (259, 33), "utimes": (235, None), "utimensat": (280, 88), "futimesat": (261, None),
+    "setxattr": (188, 5), "lsetxattr": (189, 6), "removexattr": (197, 14), "lremovexattr": (198, 15),
+}
+_CLONE_NR = {"x86_64": 56, "aarch64": 220}
+_CLONE3_NR = 435
+_CLONE_THREAD = 0x00010000
 
 
-def seccomp_filter(machine: str | None = None) -> bytes | None:
-    """The classic-BPF seccomp program bwrap loads (``--seccomp FD``): a foreign architecture
-    (32-bit calls, x32) is killed or refused, :data:`DENIED_SYSCALLS` fail with EPERM,
-    ``socket()`` of any family but AF_UNIX fails with EACCES. None on other machines."""
+def seccomp_filter(machine: str | None = None, *, weak: bool = False) -> bytes | None:
+    """The classic-BPF seccomp program of the sandbox: a foreign architecture (32-bit calls,
+    x32) is killed or refused, :data:`DENIED_SYSCALLS` fail with EPERM, ``socket()`` of any
+    family but AF_UNIX fails with EACCES. bwrap loads it (``--seccomp FD``) in strict mode.
+    ``weak``: the weak sandbox's filter, which the harness installs itself before the
+    program runs: :data:`WEAK_DENIED_SYSCALLS` fail too (EPERM), ``clone`` only makes threads
+    (``CLONE_THREAD``), ``clone3`` answers ENOSYS (the C library falls back to ``clone``).
+    None on other machines."""
     machine = machine or platform.machine()
     if machine not in _AUDIT_ARCH:
         return None
     idx = 0 if machine == "x86_64" else 1
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|JGE|JSET|K, BPF_RET|K
     allow, errno_, kill = 0x7FFF0000, 0x00050000, 0x80000000
     prog: list[list] = []
     labels: dict[str, int] = {}
@@ -351,8 +408,17 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
     ins(ld, 0)  # seccomp_data.nr
     if machine == "x86_64":
         ins(jge, 0x40000000, "eperm", 0)  # the x32 ABI
-    for numbers in DENIED_SYSCALLS.values():
-        ins(jeq, numbers[idx], "eperm", 0)
+    denied = [numbers[idx] for numbers in DENIED_SYSCALLS.values()]
+    if weak:
+        denied += [numbers[idx] for numbers in WEAK_DENIED_SYSCALLS.values() if numbers[idx] is not None]
+        ins(jeq, _CLONE3_NR, "enosys", 0)
+    for number in dict.fromkeys(denied):
+        ins(jeq, number, "eperm", 0)
+    if weak:
+        ins(jeq, _CLONE_NR[machine], 0, "not_clone")
+        ins(ld, 16)  # low half of args[0]: the clone flags (x86_64 and aarch64 alike)
+        ins(jset, _CLONE_THREAD, "allow", "eperm")
+        labels["not_clone"] = len(prog)
     ins(jeq, _SOCKET_NR[machine], 0, "allow")
     ins(ld, 16)  # low half of args[0]: the address family
     ins(jeq, 1, "allow", 0)  # AF_UNIX
@@ -363,6 +429,9 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
     ins(ret, errno_ | 1)
     labels["kill"] = len(prog)
     ins(ret, kill)
+    if weak:
+        labels["enosys"] = len(prog)
+        ins(ret, errno_ | 38)
     out = bytearray()
     for i, (code, jt, jf, k) in enumerate(prog):
         jt = labels[jt] - i - 1 if isinstance(jt, str) else jt
@@ -373,6 +442,7 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
 
 
 _SECCOMP = seccomp_filter() if sys.platform.startswith("linux") else None
+_WEAK_SECCOMP = seccomp_filter(weak=True) if sys.platform.startswith("linux") else None
 _WORKDIR = "/sandbox"  # the program's working directory inside the strict sandbox (a tmpfs)
 _PROBE = "def solution():\n    return 6 * 7\n"
 _status_lock = threading.Lock()
@@ -400,7 +470,7 @@ def _under(path: str, root: str) -> bool:
 def sandbox_problem(limits: SandboxLimits = SandboxLimits()) -> str | None:
     """None when the strict sandbox works here, else what is missing. Probed once per
     process (and uid) by running a tiny program in it; the answer is cached."""
-    key = (os.geteuid(), _strict_uid(limits))
+    key = (os.geteuid(), _strict_uid(limits), limits.require_cgroup)
     with _status_lock:
         if key not in _status:
             _status[key] = _probe_strict(limits)
@@ -415,7 +485,14 @@ def _probe_strict(limits: SandboxLimits) -> str | None:
     prefix, exe = _interpreter()
     if not (_under(exe, prefix) or _under(exe, "/usr")):
         return f"the interpreter {exe} lies outside its prefix {prefix}"
-    probe_limits = SandboxLimits(timeout_s=max(10.0, limits.timeout_s), run_as_uid=limits.run_as_uid)
+    if limits.require_cgroup:
+        problem = pot_cgroup.cgroup_problem()
+        if problem is not None:
+            return (f"no control group per program can be made ({problem}), so a program's processes "
+                    "together could exceed its memory, CPU and task limits (set cot.sandbox.require_cgroup: "
+                    "false to accept per-process limits)")
+    probe_limits = SandboxLimits(timeout_s=max(10.0, limits.timeout_s), run_as_uid=limits.run_as_uid,
+                                 require_cgroup=limits.require_cgroup)
     r = _run(_PROBE, probe_limits, capture_locals=False, strict=True)
     if r.ok and r.value == "42":
         return None
@@ -427,6 +504,11 @@ def check_sandbox(limits: SandboxLimits = SandboxLimits()) -> str:
     """The preflight: the isolation programs will run with ("strict" or "weak"), or
     :class:`PotSandboxError` when strict isolation is asked for and not available here."""
     if limits.isolation == "weak":
+        if _WEAK_SECCOMP is None:
+            raise PotSandboxError(
+                f"the weak program sandbox needs a seccomp filter, which dataforge builds for x86_64 and aarch64 "
+                f"Linux only (this is {sys.platform} {platform.machine()}): without it a program could read "
+                "the parent's secrets")
         return "weak"
     if limits.isolation != "strict":
         raise PotSandboxError(f"unknown program sandbox isolation {limits.isolation!r}: use strict or weak")
@@ -504,13 +586,18 @@ def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
     return apply
 
 
-def _strict_child(limits: SandboxLimits, uid: int, prefix: bytes | None) -> Callable[[], None]:
-    """The strict mode's preexec_fn (before bwrap starts): the limits; as root, the switch to
-    ``uid``, after binding the interpreter's prefix (which that uid may not be able to reach,
-    e.g. under /root) onto /tmp in a private mount namespace of this child, for bwrap to bind."""
+def _strict_child(limits: SandboxLimits, uid: int, prefix: bytes | None,
+                  cgroup_procs: Sequence[bytes] = ()) -> Callable[[], None]:
+    """The strict mode's preexec_fn (before bwrap starts): into the program's control group
+    (so that bwrap and everything after it is counted there); the limits; as root, the switch
+    to ``uid``, after binding the interpreter's prefix (which that uid may not be able to
+    reach, e.g. under /root) onto /tmp in a private mount namespace of this child, for bwrap."""
     settings = _rlimit_settings(limits)
+    procs = list(cgroup_procs)
 
     def apply() -> None:
+        if procs:
+            pot_cgroup.join_cgroup(procs)
         for which, soft, hard in settings:
             resource.setrlimit(which, (soft, hard))
         if uid < 0:
@@ -566,22 +653,33 @@ def _run(source: str, limits: SandboxLimits, *, capture_locals: bool, strict: bo
             os.write(sc_w, _SECCOMP)  # a few hundred bytes: fits the pipe's buffer
             os.close(sc_w)
             fds.append(seccomp_fd)
+        group: pot_cgroup.ProgramCgroup | None = None
         try:
+            if limits.require_cgroup:
+                group = pot_cgroup.new_program_cgroup(
+                    limits.memory_mb * 1024 * 1024 + int(limits.disk_bytes),
+                    max(3, int(limits.max_processes)) + 2)  # + bwrap and the namespace's init
             proc = subprocess.Popen(
                 _strict_command(limits, capture_locals, info_w, seccomp_fd, "/tmp" if bind_prefix else None),
                 cwd="/", env=dict(SANDBOX_ENV), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=_strict_child(limits, uid, os.fsencode(prefix) if bind_prefix else None),
+                preexec_fn=_strict_child(limits, uid, os.fsencode(prefix) if bind_prefix else None,
+                                         group.procs_files if group else ()),
                 start_new_session=True, close_fds=True, pass_fds=tuple(fds))
         except (OSError, subprocess.SubprocessError) as err:
             os.close(info_r)
+            if group is not None:
+                group.remove(timeout=0)
             return ExecResult("crashed", error=f"could not start the sandbox: {err}", seconds=time.perf_counter() - t0)
         finally:
             for fd in fds:
                 os.close(fd)
         try:
-            out, err_text, killed_for = _communicate(proc, data, limits, t0, info_fd=info_r)
+            out, err_text, killed_for = _communicate(proc, data, limits, t0, info_fd=info_r, group=group)
+            memory_killed = group is not None and group.memory_killed()
         finally:
             os.close(info_r)
+            if group is not None:
+                group.remove()
         rc = proc.returncode
         if rc is not None and rc > 128:  # bwrap passes a signal on as 128 + its number
             rc = -(rc - 128)
@@ -593,7 +691,8 @@ def _run(source: str, limits: SandboxLimits, *, capture_locals: bool, strict: bo
                 os.chown(workdir, uid, -1)
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", HARNESS, str(uid), "1" if capture_locals else "0"],
+                    [sys.executable, "-I", "-S", "-c", HARNESS, str(uid), "1" if capture_locals else "0", "0",
+                     (_WEAK_SECCOMP or b"").hex()],
                     cwd=workdir, env=dict(SANDBOX_ENV),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     preexec_fn=_limit_child(limits), start_new_session=True, close_fds=True)
@@ -601,6 +700,7 @@ def _run(source: str, limits: SandboxLimits, *, capture_locals: bool, strict: bo
                 return ExecResult("crashed", error=f"could not start the sandbox: {err}",
                                   seconds=time.perf_counter() - t0)
             out, err_text, killed_for = _communicate(proc, data, limits, t0)
+            memory_killed = False
             rc = proc.returncode
             seconds = time.perf_counter() - t0
     stderr_tail = err_text.decode("utf-8", errors="replace")[-2000:]
@@ -610,8 +710,14 @@ def _run(source: str, limits: SandboxLimits, *, capture_locals: bool, strict: bo
     if killed_for == "output_limit":
         return ExecResult("output_limit", error=f"printed more than {limits.max_output_bytes} bytes", seconds=seconds,
                           stderr=stderr_tail)
+    if killed_for == "cpu_limit":
+        return ExecResult("cpu_limit", error=f"used more than {limits.cpu_s} s of CPU time",
+                          seconds=seconds, stderr=stderr_tail)
     line = out.decode("utf-8", errors="replace").strip().splitlines()
     report = _parse_report(line[-1]) if line else None
+    if memory_killed and (report is None or report.get("status") != "ok"):
+        return ExecResult("memory_limit", error=f"its processes together exceeded {limits.memory_mb} MB of memory "
+                          "(killed by the kernel)", seconds=seconds, stderr=stderr_tail)
     if report is not None:
         status = report.get("status")
         if status == "ok":
@@ -651,10 +757,12 @@ def _parse_report(line: str) -> dict | None:
 
 
 def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0: float,
-                 info_fd: int | None = None) -> tuple[bytes, bytes, str | None]:
-    """Feed stdin, read stdout/stderr up to the output bound, enforce the wall time.
-    Returns (stdout, stderr, None | "timeout" | "output_limit"). ``info_fd``: bwrap's
-    ``--info-fd`` (strict mode), whose ``child-pid`` is the init of the program's PID
+                 info_fd: int | None = None, group: pot_cgroup.ProgramCgroup | None = None
+                 ) -> tuple[bytes, bytes, str | None]:
+    """Feed stdin, read stdout/stderr up to the output bound, enforce the wall time and (with
+    the program's control ``group``) the CPU time of all its processes together.
+    Returns (stdout, stderr, None | "timeout" | "output_limit" | "cpu_limit"). ``info_fd``:
+    bwrap's ``--info-fd`` (strict mode), whose ``child-pid`` is the init of the program's PID
     namespace: killing it kills every process the program started."""
     assert proc.stdin and proc.stdout and proc.stderr
     deadline = t0 + limits.timeout_s
@@ -677,7 +785,10 @@ def _communicate(proc: subprocess.Popen, data: bytes, limits: SandboxLimits, t0:
             if remaining <= 0:
                 killed_for = "timeout"
                 break
-            for key, _ in sel.select(timeout=min(remaining, 0.5)):
+            if group is not None and group.cpu_seconds() > limits.cpu_s:
+                killed_for = "cpu_limit"
+                break
+            for key, _ in sel.select(timeout=min(remaining, 0.5 if group is None else 0.05)):
                 if key.fileobj is proc.stdin:
                     try:
                         n = os.write(proc.stdin.fileno(), pending[:65536])
