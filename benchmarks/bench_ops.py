@@ -5,7 +5,7 @@ Two side-by-side measurements, medians of ``--repeats`` alternating runs:
 1. **Dedup in parts on Dask vs ``apply_dedup`` in one process.** The corpus of
    ``bench_dedup.py`` (real text from ``../shared/data`` with planted near and exact copies),
    cut into ``--shards`` shards. Baseline: ``apply_dedup(table)`` on one thread. Measured: the
-   flow's task graph (``dataforge/curate/dedup_parts.py``: a signature task per shard, a plan
+   flow's task graph (``dataforge/curate/dedup_ooc.py``: a signature task per shard, a plan
    task, a task per LSH band, a finishing task), submitted with plain ``distributed`` futures to
    a ``--workers``-process LocalCluster (no Prefect: this isolates the compute and the transfer
    of the signature arrays between workers from Prefect's per-task bookkeeping). The outputs
@@ -40,19 +40,34 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import pyarrow as pa  # noqa: E402
 
 from dataforge.config import DedupConfig  # noqa: E402
-from dataforge.curate import dedup_parts as parts_mod  # noqa: E402
+from dataforge.curate.dedup_ooc import RANK_COLUMNS, Workspace  # noqa: E402
 from dataforge.curate.dedup import apply_dedup  # noqa: E402
 
 
 # --- 1. dedup ----------------------------------------------------------------------------------
 
-def dedup_on_dask(client, shard_futures, rank_table_future, table_future, cfg: DedupConfig):
-    sig = [client.submit(lambda t: parts_mod.sign_shard(t.column("text"), cfg), f, pure=False) for f in shard_futures]
-    plan = client.submit(parts_mod.plan_dedup, rank_table_future, sig, cfg, pure=False)
-    bands = parts_mod.lsh_params(cfg)[0]
-    per_band = [client.submit(parts_mod.band_candidates, plan, b, pure=False) for b in range(bands)]
-    out = client.submit(parts_mod.finish_dedup, table_future, plan, per_band, sig, cfg, pure=False)
-    return out.result()
+def dedup_on_dask(client, shard_futures, sizes, rank_table_future, cfg: DedupConfig, folder: str):
+    """The flow's out-of-core task graph on Dask: a signature task per shard (files in a
+    workspace the workers share), a plan, a task per LSH band, then the decisions and the
+    output shard by shard (dataforge/curate/dedup_ooc.py)."""
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+
+    def sign(t, i, off):
+        return Workspace(folder, cfg).sign_shard(i, off, t.column("text"))
+
+    def finish(plan, band_files, signs, *tables):
+        ws = Workspace(folder, cfg)
+        decisions = ws.decide(plan, band_files)
+        outs = [ws.shard_tables(t, s.offset, decisions) for t, s in zip(tables, signs)]
+        ws.remove()
+        return (pa.concat_tables([o[0] for o in outs]), pa.concat_tables([o[1] for o in outs]))
+
+    sig = [client.submit(sign, f, i, off, pure=False) for i, (f, off) in enumerate(zip(shard_futures, offsets))]
+    plan = client.submit(lambda r, signs: Workspace(folder, cfg).plan(signs, r), rank_table_future, sig, pure=False)
+    bands = Workspace(folder, cfg).bands
+    per_band = [client.submit(lambda p, b: Workspace(folder, cfg).band_candidates(p, b), plan, b, pure=False)
+                for b in range(bands)]
+    return client.submit(finish, plan, per_band, sig, *shard_futures, pure=False).result()
 
 
 def bench_dedup(args) -> dict:
@@ -71,18 +86,18 @@ def bench_dedup(args) -> dict:
     with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         shard_f = client.scatter(shards, hash=False)  # dask tokenizes slices of one table alike
-        rank_f = client.scatter(table.select([c for c in parts_mod.RANK_COLUMNS if c in table.column_names]),
+        rank_f = client.scatter(table.select([c for c in RANK_COLUMNS if c in table.column_names]),
                                 hash=False)
-        table_f = client.scatter(table, hash=False)
+        folder = tempfile.mkdtemp(prefix="dataforge-bench-dedup-")
         client.run(lambda: apply_dedup(table.slice(0, 100), cfg))  # compile on the workers too
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             kept, rejected = apply_dedup(table, cfg)
             res["one"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            k2, r2 = dedup_on_dask(client, shard_f, rank_f, table_f, cfg)
+            k2, r2 = dedup_on_dask(client, shard_f, [t.num_rows for t in shards], rank_f, cfg, folder)
             res["dask"].append(time.perf_counter() - t0)
-            assert k2.equals(kept) and r2.equals(rejected), "dedup in parts differs from apply_dedup"
+            assert k2.equals(kept) and r2.equals(rejected), "dedup out of core differs from apply_dedup"
         res["kept"], res["dropped"] = kept.num_rows, rejected.num_rows
     return res
 

@@ -110,10 +110,10 @@ def dedup_finish_task(run: Run, cfg: PipelineConfig, paths: list[Path], plan, pe
 
 
 def _run_dedup(run: Run, cfg: PipelineConfig) -> runner.StageResult:
-    """Dedup spread over tasks: signatures per input shard, candidate pairs per LSH band, then
-    verification, clustering and the commit in one task (dataforge/curate/dedup_parts.py; the
-    same result as ``apply_dedup`` in one process). Futures are handed from task to task, so on
-    Dask the signature arrays move between workers without passing through the flow."""
+    """Dedup spread over tasks, out of core: signatures per input shard (written to the run's
+    dedup workspace), candidate pairs per LSH band (DuckDB), then verification, clustering and
+    the output shard by shard in one task (dataforge/curate/dedup_ooc.py; the same result as
+    ``apply_dedup`` in one process). Only small descriptions pass between tasks."""
     io = runner.dedup_io(run, cfg)
     if io.done():
         return io.previous_result()
@@ -121,7 +121,7 @@ def _run_dedup(run: Run, cfg: PipelineConfig) -> runner.StageResult:
     if not paths:
         return _retrying(whole_task, cfg).submit(run, cfg, "dedup").result()
     t0 = time.perf_counter()
-    io.begin()
+    runner.dedup_begin(run, cfg)
     parts = [_retrying(dedup_sign_task, cfg).submit(run, cfg, i, p) for i, p in enumerate(paths)]
     plan = _retrying(dedup_plan_task, cfg).submit(run, cfg, paths, parts)
     bands = runner.dedup_bands(cfg)

@@ -114,12 +114,14 @@ def read_inputs(run: Run, io: StageIO, paths: Sequence[Path]) -> pa.Table:
 def run_whole(run: Run, cfg: PipelineConfig, stage: str, acquire: Callable | None = None) -> StageResult:
     """A stage that needs all its input rows at once. ``acquire`` reaches a stage that asks the
     teacher: awaited before each request, as in generation."""
+    st = get_stage(stage)
+    if st.run_whole is not None:  # its own runner, in bounded memory (dedup: out of core)
+        return st.run_whole(run, cfg)
     io = curation_io(run, cfg, stage)
     if io.done():
         return io.previous_result()
     t0 = time.perf_counter()
     io.begin()
-    st = get_stage(stage)
     paths = curation_inputs(run, cfg, stage)
     table = read_inputs(run, io, paths)
     kw = {"acquire": acquire} if acquire is not None and st.teacher else {}

@@ -1,42 +1,87 @@
-"""Dedup in parts, so flows/ can run each as a task: signatures per shard, candidates per LSH
-band, then verification, clustering and the commit (the same result as the whole stage)."""
+"""Dedup in parts, out of core, so flows/ can run each as a task and memory stays bounded by a
+shard plus the candidate pairs: signatures per shard (to disk), a plan (ranks, exact groups),
+candidates per LSH band (DuckDB), then verification, clustering and the output written shard by
+shard (:mod:`dataforge.curate.dedup_ooc`; the same result as ``apply_dedup`` on all rows)."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from dataforge.config import PipelineConfig
-from dataforge.runner.curation import curation_io, input_schema, read_inputs
+from dataforge.curate.dedup_ooc import RANK_COLUMNS, Plan, ShardSigns, Workspace
+from dataforge.runner.curation import curation_inputs, curation_io, input_schema
 from dataforge.runner.io import StageIO, StageResult
-from dataforge.store import Run
+from dataforge.store import Run, manifest_entries
+
+
+@dataclass(frozen=True)
+class DedupPlan:
+    """What the band and finishing tasks need (small: it travels between tasks)."""
+
+    folder: str
+    plan: Plan
+    dedup: Any  # the DedupConfig
 
 
 def dedup_io(run: Run, cfg: PipelineConfig) -> StageIO:
     return curation_io(run, cfg, "dedup")
 
 
-def dedup_sign_shard(run: Run, cfg: PipelineConfig, path: Path) -> Any:
-    """Signatures of one input shard of dedup (uint32 ``[n, num_perm]``, exact hashes, lengths)."""
-    from dataforge.curate.dedup_parts import sign_shard
+def workspace_dir(run: Run) -> Path:
+    """The intermediate files' folder: inside the run on a local data root, else in the local
+    temporary folder (the tasks of one flow share a machine or a disk)."""
+    if run.is_local:
+        return Path(run.dir) / ".dedup-work"
+    return Path(tempfile.gettempdir()) / f"dataforge-dedup-{run.run_id}"
 
-    return sign_shard(run.read_file(path, ["text"]).column("text"), cfg.dedup)
 
-def dedup_plan(run: Run, cfg: PipelineConfig, paths: Sequence[Path], parts: Sequence[Any]) -> Any:
+def dedup_begin(run: Run, cfg: PipelineConfig) -> None:
+    """Start the stage: its folders cleared, a fresh workspace."""
+    dedup_io(run, cfg).begin()
+    Workspace(workspace_dir(run), cfg.dedup).remove()
+
+
+def _offsets(run: Run, cfg: PipelineConfig, paths: Sequence[Path]) -> dict[str, tuple[int, int]]:
+    """Each input shard's (index, first global row), from the input stages' manifests."""
+    rows: dict[str, int] = {}
+    for stage in curation_io(run, cfg, "dedup").inputs:
+        for p, entry in manifest_entries(run.stage_dir(stage), run.filesystem):
+            rows[str(p)] = int(entry.get("rows", 0))
+    out, offset = {}, 0
+    for i, p in enumerate(paths):
+        out[str(p)] = (i, offset)
+        offset += rows[str(p)] if str(p) in rows else run.read_file(p, ["id"]).num_rows
+    return out
+
+
+def dedup_sign_shard(run: Run, cfg: PipelineConfig, path: Path) -> ShardSigns:
+    """Signatures and band keys of one input shard, written to the workspace."""
+    paths = curation_inputs(run, cfg, "dedup")
+    shard, offset = _offsets(run, cfg, paths)[str(path)]
+    ws = Workspace(workspace_dir(run), cfg.dedup)
+    return ws.sign_shard(shard, offset, run.read_file(path, ["text"]).column("text"))
+
+
+def dedup_plan(run: Run, cfg: PipelineConfig, paths: Sequence[Path], parts: Sequence[ShardSigns]) -> DedupPlan:
     """Survivor ranks and exact groups over every input row (reads the rank columns only)."""
-    from dataforge.curate.dedup_parts import RANK_COLUMNS, plan_dedup
-
     tables = []
     for p in paths:
         names = run.file_schema(p).names
         tables.append(run.read_file(p, [c for c in RANK_COLUMNS if c in names]))
     rank_table = (pa.concat_tables(tables, promote_options="permissive") if tables
                   else input_schema(dedup_io(run, cfg)).empty_table())
-    return plan_dedup(rank_table.select([c for c in RANK_COLUMNS if c in rank_table.column_names]), parts, cfg.dedup)
+    rank_table = rank_table.select([c for c in RANK_COLUMNS if c in rank_table.column_names])
+    folder = workspace_dir(run)
+    plan = Workspace(folder, cfg.dedup).plan(sorted(parts, key=lambda s: s.shard), rank_table)
+    return DedupPlan(str(folder), plan, cfg.dedup)
+
 
 def dedup_bands(cfg: PipelineConfig) -> int:
     """How many LSH bands (band tasks) dedup has for this config."""
@@ -44,22 +89,58 @@ def dedup_bands(cfg: PipelineConfig) -> int:
 
     return lsh_params(cfg.dedup)[0]
 
-def dedup_band(plan: Any, band: int) -> Any:
-    from dataforge.curate.dedup_parts import band_candidates
 
-    return band_candidates(plan, band)
+def dedup_band(plan: DedupPlan, band: int) -> str:
+    """One band's candidate pairs, saved in the workspace; returns the file's path."""
+    return str(Workspace(plan.folder, plan.dedup).band_candidates(plan.plan, band))
 
-def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Any, per_band: Sequence[Any],
-                 parts: Sequence[Any]) -> StageResult:
-    """Verification, clustering, and the stage's output written and committed (as
-    :func:`run_whole` does for ``apply_dedup``, with the same result)."""
-    from dataforge.curate.dedup_parts import finish_dedup
 
+def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: DedupPlan, per_band: Sequence[str],
+                 parts: Sequence[ShardSigns]) -> StageResult:
+    """Verification, clustering, and the stage's output written shard by shard and committed
+    (the same rows, in the same order, as ``apply_dedup`` on all input rows)."""
     t0 = time.perf_counter()
     io = dedup_io(run, cfg)
-    table = read_inputs(run, io, paths)
-    kept, rejected = finish_dedup(table, plan, per_band, parts, cfg.dedup)
-    ke, re_ = io.write_shard(0, kept, rejected)
-    io.commit(ke, re_, kept.schema)
-    return StageResult("dedup", rows_in=table.num_rows, rows_kept=kept.num_rows, rows_dropped=rejected.num_rows,
+    ws = Workspace(plan.folder, cfg.dedup)
+    decisions = ws.decide(plan.plan, [Path(p) for p in per_band])
+    by_shard = {s.shard: s for s in parts}
+    schema = (pa.unify_schemas([run.file_schema(p) for p in paths], promote_options="permissive") if paths
+              else input_schema(io))
+    kept_entries, rej_entries, kept_schema = [], [], None
+    rows_in = rows_kept = rows_dropped = 0
+    ids = ws._ids()
+    for i, p in enumerate(paths):
+        table = pa.concat_tables([schema.empty_table(), run.read_file(p)], promote_options="permissive")
+        kept, rejected = ws.shard_tables(table, by_shard[i].offset, decisions, ids)
+        ke, re_ = io.write_shard(i, kept, rejected)
+        kept_entries += ke
+        rej_entries += re_
+        kept_schema = kept.schema
+        rows_in += table.num_rows
+        rows_kept += kept.num_rows
+        rows_dropped += rejected.num_rows
+    if kept_schema is None:
+        from dataforge.curate.dedup import apply_dedup
+
+        kept_schema = apply_dedup(schema.empty_table(), cfg.dedup)[0].schema
+    io.commit(kept_entries, rej_entries, kept_schema)
+    ws.remove()
+    return StageResult("dedup", rows_in=rows_in, rows_kept=rows_kept, rows_dropped=rows_dropped,
                        seconds=time.perf_counter() - t0)
+
+
+def run_dedup(run: Run, cfg: PipelineConfig) -> StageResult:
+    """The whole stage in this process, part after part (the in-process runner's path)."""
+    io = dedup_io(run, cfg)
+    if io.done():
+        return io.previous_result()
+    t0 = time.perf_counter()
+    dedup_begin(run, cfg)
+    paths = curation_inputs(run, cfg, "dedup")
+    parts = [dedup_sign_shard(run, cfg, p) for p in paths]
+    plan = dedup_plan(run, cfg, paths, parts)
+    per_band = [dedup_band(plan, b) for b in range(plan.plan.bands)]
+    result = dedup_finish(run, cfg, paths, plan, per_band, parts)
+    result.seconds = time.perf_counter() - t0
+    return result
+

@@ -1,5 +1,5 @@
 """``dedup``: exact then MinHash-LSH near-duplicate removal (implementation: :mod:`dataforge.curate.dedup`;
-flows/ runs it in parts: :mod:`dataforge.runner.dedup`)."""
+the runner and flows/ run it in parts, out of core: :mod:`dataforge.runner.dedup`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ def _apply(table, cfg):
     return apply_dedup(table, cfg.dedup)
 
 
+def _run_whole(run, cfg):
+    from dataforge.runner.dedup import run_dedup
+
+    return run_dedup(run, cfg)
+
+
 STAGE = register(Stage(
     name="dedup", order=300, kind=CURATION, config_model=DedupConfig, scope="whole", apply=_apply,
+    run_whole=_run_whole,
     column_prefix="dedup_", columns=("dedup_cluster", "dedup_size", "dedup_similarity"),
     summary="Exact and near-duplicate removal (MinHash LSH, 5-grams, Jaccard 0.8); one survivor per cluster",
     drop_reasons=("exact_duplicate_of:<id>", "near_duplicate_of:<id>"),

@@ -84,6 +84,9 @@ class Stage:
     apply: ApplyFn | None = None
     run: Callable[..., Any] | None = None
     """A generation stage's runner: ``run(run, cfg, base_url, acquire) -> StageResult``."""
+    run_whole: Callable[..., Any] | None = None
+    """A whole stage's own runner, for bounded memory: ``run_whole(run, cfg) -> StageResult``
+    (dedup: out of core). Without one the runner reads every input row and calls ``apply``."""
     input_files: Callable[["PipelineConfig"], Any] | None = None
     extra_sections: tuple[str, ...] = ()
     command: str | None = None
