@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dataforge.errors import DataforgeError
 
@@ -771,16 +771,22 @@ class ExportConfig(_Model):
     """The hand-off dataset (dataforge/export.py). ``formats`` are file formats; ``kinds`` are
     the row layouts TRL reads: ``chat`` (``messages``), ``prompt_completion`` (``prompt`` /
     ``completion``; conversational lists of messages, or strings with ``prompt_style:
-    standard``) and ``text`` (pretraining text). Each row lands in ``train`` or ``validation``
-    by a hash of its id, so the same id always lands in the same split."""
+    standard``), ``text`` (pretraining text) and ``tokens`` (the texts as token ids in binary
+    shards for a pretraining job, with ``tokenizer``: a ``tokenizer.json`` or a Hugging Face
+    tokenizer folder; relative to the YAML's folder). Each row lands in ``train`` or
+    ``validation`` by a hash of its id, so the same id always lands in the same split."""
 
     name: str = "default"
     formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"], min_length=1)
-    kinds: list[Literal["chat", "prompt_completion", "text"]] = Field(default_factory=lambda: ["chat"], min_length=1)
+    kinds: list[Literal["chat", "prompt_completion", "text", "tokens"]] = Field(default_factory=lambda: ["chat"],
+                                                                                min_length=1)
     prompt_style: Literal["conversational", "standard"] = "conversational"
     validation_fraction: float = Field(0.02, ge=0.0, lt=1.0)
     split_salt: str = "dataforge-split-v1"  # changing it reshuffles the split
     license: str = "unknown"  # the dataset card's licence field: a Hub licence id (cc-by-4.0, apache-2.0, other, ...)
+    tokenizer: str | None = None  # the tokens layout's tokenizer (required with it); never downloaded
+    eos_token: str | None = None  # appended after each document; default: the tokenizer's EOS
+    shard_tokens: int = Field(100_000_000, ge=1, le=2**40)  # tokens per .bin shard of the tokens layout
 
     @field_validator("formats", "kinds")
     @classmethod
@@ -794,6 +800,13 @@ class ExportConfig(_Model):
     def _safe_name(cls, v: str) -> str:
         if not v or "/" in v or v.startswith("."):
             raise ValueError("must be a plain folder name")
+        return v
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokens_need_a_tokenizer(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if "tokens" in (info.data.get("kinds") or []) and not v:
+            raise ValueError("required with the tokens layout (a tokenizer.json or an HF tokenizer folder)")
         return v
 
 
@@ -980,6 +993,8 @@ def parse_config(data: Any, source: str = "<config>") -> PipelineBase:
     except ValidationError as err:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(format_validation_error(err, source))) from None
     cfg.source_path = source if source != "<config>" else None
+    if cfg.export.tokenizer:  # stored resolved, so a re-export from the run's snapshot finds it
+        cfg.export.tokenizer = str(cfg.resolve_path(cfg.export.tokenizer))
     return cfg
 
 

@@ -13,6 +13,8 @@ layout                 files                                       a row (TRL's 
                                                                    "completion": [{assistant}]}``;
                                                                    standard: two strings (below)
 ``text``               ``text/train.*``, ...                       ``{"text": ..., "id", "kind"}``
+``tokens``             ``tokens/train-00000.bin``,                 no rows: the ``text`` layout's
+                       ``tokens/train.idx.npy``, ``tokens.json``   documents as token ids (below)
 =====================  ==========================================  ==================================
 
 plus ``checksums.sha256`` (``sha256sum -c`` reads it), a dataset card ``README.md`` (Hub YAML
@@ -29,6 +31,14 @@ turn) has no prompt and is left out of this layout (counted in the card and mani
 ``no_prompt``). With ``prompt_style: standard`` both are strings, rendered by
 :data:`STANDARD_TURN`: each turn as ``"<Role>: <content>\\n\\n"``, the prompt ending in
 ``"Assistant:"`` and the completion starting with a space.
+
+**Tokens.** The ``tokens`` layout (format and reader: :mod:`dataforge.tokens`) encodes each
+document's text with the tokenizer named by ``export.tokenizer`` (a ``tokenizer.json`` or a
+Hugging Face tokenizer folder on disk, never downloaded; loaded before any row is read) in
+batches, appends its EOS, and writes each split's ids as flat little-endian ``uint16`` (a
+vocabulary of at most 65,536 ids) or ``uint32`` shards of ``shard_tokens`` tokens, a uint64
+offsets index, a copy of the tokenizer and ``tokens.json`` (tokenizer path, sha256 and
+fingerprint, vocabulary size, dtype, EOS id, documents and tokens per split).
 
 **Atomic.** The folder is built under a temporary name and renamed into place; a previous
 export is moved aside first and removed only after the new one is in place, so a crash (even
@@ -55,7 +65,9 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,12 +83,26 @@ from dataforge.hashing import file_sha256
 from dataforge.progress import progress_bar
 from dataforge.records import MESSAGE_TYPE, render_messages
 from dataforge.store import TMP_PREFIX, FileEntry, Run, folder_lock, fsync_dir, fsync_file, write_manifest
+from dataforge.tokens import (
+    DEFAULT_SHARD_TOKENS,
+    EOS_CANDIDATES,
+    TOKENIZER_COPY,
+    TOKENS_DIR,
+    index_name,
+    shard_name,
+    token_dtype,
+    tokenizer_fingerprint,
+)
+from dataforge.tokens import FORMAT as TOKENS_FORMAT
+from dataforge.tokens import META as TOKENS_META
+from dataforge.tokens import VERSION as TOKENS_VERSION
 
 EXPORT_LOCK_TIMEOUT_S = 600.0  # a second export of the same folder waits this long for the first
 
 PROVENANCE = ["id", "kind", "topic", "audience", "style", "teacher_model", "template", "seed_id",
               "question", "answer", "gold_answer", "votes", "agreement", "run_id"]
-LAYOUTS = ("chat", "prompt_completion", "text")
+ROW_LAYOUTS = ("chat", "prompt_completion", "text")  # rows in JSONL/Parquet files
+LAYOUTS = (*ROW_LAYOUTS, "tokens")  # tokens: token ids in binary shards (dataforge/tokens.py)
 FORMATS = ("jsonl", "parquet")
 SPLITS = ("train", "validation")
 ROLES = ("system", "user", "assistant")
@@ -150,8 +176,8 @@ def layout_reference(table: pa.Table, layout: str, prompt_style: str = "conversa
     """The readable reference: one layout's rows built row by row in Python. Returns the
     layout's table and, per input row, whether it is in it. :func:`layout_arrow` must give
     the same (tests/test_export.py)."""
-    if layout not in LAYOUTS:
-        raise ExportError(f"unknown export layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if layout not in ROW_LAYOUTS:
+        raise ExportError(f"unknown row layout {layout!r}; choose from {', '.join(ROW_LAYOUTS)}")
     rows = table.to_pylist()
     messages = [render_messages(r) for r in rows]
     for r, m in zip(rows, messages):
@@ -226,7 +252,7 @@ def layout_arrow(table: pa.Table, messages: pa.ListArray, layout: str, prompt_st
         return pa.Table.from_arrays([table.column("text").cast(pa.string()), ids, kinds],
                                     schema=_layout_schema(layout, prompt_style)), np.ones(n, bool)
     if layout != "prompt_completion":
-        raise ExportError(f"unknown export layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+        raise ExportError(f"unknown row layout {layout!r}; choose from {', '.join(ROW_LAYOUTS)}")
     offsets = messages.offsets.to_numpy().astype(np.int64)
     is_asst = pc.equal(pc.struct_field(messages.values, "role"), "assistant").to_numpy(zero_copy_only=False)
     pos = np.where(is_asst, np.arange(len(is_asst)), -1)
@@ -272,15 +298,26 @@ def _card(title: str, license_id: str, table_rows: int, kinds: Mapping[str, int]
                "split)."), "", "| layout | train | validation | left out (no prompt) |", "|---|---|---|---|"]
     for layout, c in layouts.items():
         lines.append(f"| {layout} | {c['train']} | {c['validation']} | {c.get('no_prompt', 0)} |")
-    first = next(iter(data_files.values()), {}).get("train", "train.parquet")
-    builder = "parquet" if first.endswith(".parquet") else "json"
     lines += ["", ("- `chat`: `messages`, a list of `{role, content}` (roles system/user/assistant): the "
                    "conversational language-modeling format TRL's SFTTrainer reads."),
               ("- `prompt_completion`: `prompt` and `completion` (TRL's prompt-completion type); the completion is "
-               "the last assistant turn."), "- `text`: `text`, for pretraining.", "",
-              "```python", "from datasets import load_dataset",
-              f'ds = load_dataset("{builder}", data_files={{"train": "{first}"}})',
-              "```", ""]
+               "the last assistant turn."), "- `text`: `text`, for pretraining."]
+    if "tokens" in layouts:
+        t = layouts["tokens"]
+        lines.append(f"- `tokens` (counted in documents): the `text` layout's documents as {t['dtype']} token ids "
+                     f"in `tokens/<split>-NNNNN.bin` with an EOS (id {t['eos_id']}) after each, document offsets in "
+                     f"`tokens/<split>.idx.npy`, the tokenizer named in `tokens/tokens.json` (a copy in "
+                     f"`tokens/tokenizer/`): {t['train_tokens']} train "
+                     f"and {t['validation_tokens']} validation tokens.")
+    lines.append("")
+    if data_files:
+        first = next(iter(data_files.values()))["train"]
+        builder = "parquet" if first.endswith(".parquet") else "json"
+        lines += ["```python", "from datasets import load_dataset",
+                  f'ds = load_dataset("{builder}", data_files={{"train": "{first}"}})', "```", ""]
+    if "tokens" in layouts:
+        lines += ["```python", "from dataforge.tokens import read_tokens",
+                  'train = read_tokens("tokens", "train")  # train.shards: np.memmap, train.offsets: uint64', "```", ""]
     if info.get("teacher_models"):
         lines += ["## Teacher", "", ", ".join(f"`{m}`" for m in info["teacher_models"]), ""]
     funnel = info.get("funnel")
@@ -375,20 +412,251 @@ def _write_layouts(tmp: Path, table: pa.Table, messages: pa.ListArray | None, ki
         advance()
 
 
+# --- the tokens layout ---------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model")
+TOKENS_BATCH_ROWS = 1024  # rows per encode_batch call
+
+
+@dataclass
+class ExportTokenizer:
+    """The tokenizer of a ``tokens`` export, loaded (and checked) before any row is read."""
+
+    path: Path
+    kind: str  # "tokenizer.json" (a tokenizers file) or "hf_folder" (AutoTokenizer's folder)
+    backend: Any  # the tokenizers.Tokenizer that encodes
+    vocab_size: int  # the largest id + 1
+    eos_token: str
+    eos_id: int
+    sha256: str
+    fingerprint: str
+
+    def info(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "sha256": self.sha256, "fingerprint": self.fingerprint,
+                "vocab_size": self.vocab_size, "eos_token": self.eos_token, "eos_id": self.eos_id,
+                "copy": f"{TOKENIZER_COPY}/"}
+
+
+def tokenizer_sha256(path: str | Path) -> str:
+    """The sha256 of a ``tokenizer.json`` file; of an HF folder, the sha256 of the lines
+    ``<sha256>  <name>`` of its tokenizer files (:data:`TOKENIZER_FILES`, sorted by name) —
+    its weights, if any, are not read."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ExportError(f"{p}: no such tokenizer (export.tokenizer / --tokenizer names a tokenizer.json file or a "
+                          "Hugging Face tokenizer folder)")
+    if p.is_file():
+        return file_sha256(p)
+    lines = "".join(f"{file_sha256(p / n)}  {n}\n" for n in sorted(TOKENIZER_FILES) if (p / n).is_file())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _hf_backend(path: Path) -> tuple[Any, str | None]:
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"{path}: a slow (Python) tokenizer; the tokens layout needs a fast one (a tokenizer.json)")
+    return backend, tok.eos_token
+
+
+def load_export_tokenizer(path: str | Path, eos_token: str | None = None) -> ExportTokenizer:
+    """Load the tokenizer at ``path`` — a ``tokenizer.json`` (``tokenizers``) or a Hugging Face
+    tokenizer folder (``AutoTokenizer``, local files only: nothing is downloaded) — and find its
+    EOS: ``eos_token``, else the folder's ``eos_token``, else the first of
+    :data:`~dataforge.tokens.EOS_CANDIDATES` in the vocabulary. Any problem is one
+    :class:`ExportError` line naming the path."""
+    p = Path(path).expanduser().resolve()
+    sha = tokenizer_sha256(p)  # also: a missing path is an error naming it
+    kind = "hf_folder" if p.is_dir() else "tokenizer.json"
+    try:
+        if p.is_dir():
+            backend, own_eos = _hf_backend(p)
+        else:
+            from tokenizers import Tokenizer
+
+            backend, own_eos = Tokenizer.from_file(str(p)), None
+    except ExportError:
+        raise
+    except Exception as err:  # noqa: BLE001 — tokenizers raises bare Exception on a bad file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ExportError(f"{p}: not a readable tokenizer ({'an HF tokenizer folder' if p.is_dir() else 'a tokenizer.json'}"
+                          f" was expected): {first}") from None
+    vocab = backend.get_vocab(with_added_tokens=True)
+    if not vocab:
+        raise ExportError(f"{p}: the tokenizer has an empty vocabulary")
+    eos = eos_token or own_eos or next((c for c in EOS_CANDIDATES if c in vocab), None)
+    if eos is None:
+        raise ExportError(f"{p}: no end-of-text token found (tried {', '.join(EOS_CANDIDATES)}); name the one to "
+                          "append after each document with export.eos_token / --eos-token")
+    if eos not in vocab:
+        raise ExportError(f"{p}: the EOS token {eos!r} is not in the tokenizer's vocabulary")
+    return ExportTokenizer(path=p, kind=kind, backend=backend, vocab_size=max(vocab.values()) + 1, eos_token=eos,
+                           eos_id=int(vocab[eos]), sha256=sha, fingerprint=tokenizer_fingerprint(backend))
+
+
+def encode_documents(backend: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the ids of ``texts``, each followed by ``eos_id``, flat int64; each document's length
+    with its EOS), one Rust batch call (no special tokens added by the tokenizer)."""
+    enc = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    ids = [e.ids for e in enc(texts, add_special_tokens=False)]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return np.insert(flat, np.cumsum(lengths), eos_id), lengths + 1
+
+
+class TokenShards:
+    """One split's ``.bin`` shards: a stream of ids cut every ``cap`` tokens into
+    ``<split>-NNNNN.bin``, each hashed as written and fsynced when closed."""
+
+    def __init__(self, folder: Path, split: str, dtype: np.dtype, cap: int) -> None:
+        self.folder, self.split, self.dtype, self.cap = folder, split, dtype, cap
+        self.entries: list[FileEntry] = []
+        self._f = None
+        self._hash = None
+        self._filled = 0
+
+    def write(self, ids: np.ndarray) -> None:
+        data = np.ascontiguousarray(ids, dtype=self.dtype)
+        while len(data):
+            if self._f is None:
+                name = shard_name(self.split, len(self.entries))
+                self._f, self._hash, self._filled = open(self.folder / name, "wb"), hashlib.sha256(), 0  # noqa: SIM115
+            part = data[: self.cap - self._filled]
+            buf = part.tobytes()
+            self._f.write(buf)
+            self._hash.update(buf)
+            self._filled += len(part)
+            data = data[len(part):]
+            if self._filled == self.cap:
+                self._close_shard()
+
+    def _close_shard(self) -> None:
+        path = Path(self._f.name)
+        self._f.close()
+        fsync_file(path)
+        self.entries.append(FileEntry(f"{TOKENS_DIR}/{path.name}", self._filled, path.stat().st_size,
+                                      self._hash.hexdigest()))
+        self._f = None
+
+    def close(self) -> list[FileEntry]:
+        if self._f is not None:
+            self._close_shard()
+        return self.entries
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def write_tokenizer_copy(tok: ExportTokenizer, folder: Path) -> list[FileEntry]:
+    """``folder/tokenizer.json`` (the backend that encoded) and a ``tokenizer_config.json``
+    naming the EOS: ``AutoTokenizer.from_pretrained(folder)`` loads it as it is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.backend.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": tok.eos_token,
+         "clean_up_tokenization_spaces": False}, indent=2) + "\n")
+    out = []
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        p = folder / name
+        fsync_file(p)
+        out.append(FileEntry(f"{TOKENS_DIR}/{TOKENIZER_COPY}/{name}", 0, p.stat().st_size, file_sha256(p)))
+    return out
+
+
+def write_tokens(tmp: Path, texts: pa.ChunkedArray | pa.Array, is_val: np.ndarray, tok: ExportTokenizer,
+                 shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_rows: int | None = None
+                 ) -> tuple[list[FileEntry], dict]:
+    """The ``tokens`` layout of ``texts`` (the ``text`` column, in row order) under
+    ``tmp/tokens/`` (format: :mod:`dataforge.tokens`); returns its manifest entries and its
+    counts. Texts are encoded ``batch_rows`` (:data:`TOKENS_BATCH_ROWS`) at a time, with a
+    progress bar."""
+    batch_rows = batch_rows or TOKENS_BATCH_ROWS
+    if shard_tokens < 1:
+        raise ExportError(f"shard_tokens must be at least 1, got {shard_tokens}")
+    folder = tmp / TOKENS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = token_dtype(tok.vocab_size)
+    writers = {s: TokenShards(folder, s, dtype, shard_tokens) for s in SPLITS}
+    lengths: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    n = len(texts)
+    try:
+        with progress_bar(f"export tokens ({n:,} rows, {tok.path.name})", -(-n // batch_rows)) as advance:
+            for lo in range(0, n, batch_rows):
+                batch = [t or "" for t in texts.slice(lo, batch_rows).to_pylist()]
+                flat, lens = encode_documents(tok.backend, batch, tok.eos_id)
+                if len(flat) and int(flat.max()) >= tok.vocab_size:
+                    raise ExportError(f"{tok.path}: the tokenizer produced id {int(flat.max())} beyond its vocabulary "
+                                      f"of {tok.vocab_size}")
+                val = is_val[lo:lo + len(batch)]
+                for split, docs in (("train", ~val), ("validation", val)):
+                    if docs.all():
+                        writers[split].write(flat)
+                        lengths[split].append(lens)
+                    elif docs.any():
+                        writers[split].write(flat[np.repeat(docs, lens)])
+                        lengths[split].append(lens[docs])
+                advance()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    entries: list[FileEntry] = []
+    splits: dict[str, dict] = {}
+    for split in SPLITS:
+        lens = np.concatenate(lengths[split]) if lengths[split] else np.empty(0, np.int64)
+        if split == "validation" and len(lens) == 0:
+            continue  # a split with no row has no file
+        offsets = np.zeros(len(lens) + 1, dtype="<u8")
+        np.cumsum(lens, out=offsets[1:])
+        idx = folder / index_name(split)
+        np.save(idx, offsets)
+        fsync_file(idx)
+        shards = writers[split].close()
+        entries += [FileEntry(f"{TOKENS_DIR}/{idx.name}", len(lens), idx.stat().st_size, file_sha256(idx)), *shards]
+        splits[split] = {"docs": len(lens), "tokens": int(offsets[-1]), "index": idx.name,
+                         "shards": [{"file": PurePosixPath(e.name).name, "tokens": e.rows} for e in shards]}
+    entries += write_tokenizer_copy(tok, folder / TOKENIZER_COPY)
+    meta = {"format": TOKENS_FORMAT, "version": TOKENS_VERSION, "dtype": dtype.name, "byte_order": "little",
+            "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "eos_token": tok.eos_token,
+            "eos": "appended after every document (the last token of offsets[i]:offsets[i+1])",
+            "source": "the text column, in the order of the text layout's rows", "shard_tokens": shard_tokens,
+            "tokenizer": tok.info(), "splits": splits}
+    meta_path = folder / TOKENS_META
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    fsync_file(meta_path)
+    entries.append(FileEntry(f"{TOKENS_DIR}/{TOKENS_META}", 0, meta_path.stat().st_size, file_sha256(meta_path)))
+    counts = {s: splits.get(s, {}).get("docs", 0) for s in SPLITS}
+    counts.update({f"{s}_tokens": splits.get(s, {}).get("tokens", 0) for s in SPLITS})
+    counts.update({"dtype": dtype.name, "eos_id": tok.eos_id,
+                   "shards": sum(len(v["shards"]) for v in splits.values())})
+    return entries, counts
+
+
 def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kinds: Sequence[str] = ("chat",),
                  validation_fraction: float = 0.0, split_salt: str = DEFAULT_SALT,
                  prompt_style: str = "conversational", license_id: str = "unknown",
                  title: str = "dataforge export", card_info: Mapping[str, Any] | None = None,
                  card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow",
-                 lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S) -> dict:
+                 lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S,
+                 tokenizer: str | Path | ExportTokenizer | None = None, eos_token: str | None = None,
+                 shard_tokens: int = DEFAULT_SHARD_TOKENS) -> dict:
     """Write ``table`` (sample rows) as a hand-off dataset at ``out_dir``; returns its manifest.
 
-    ``kinds`` are layouts (:data:`LAYOUTS`), ``formats`` file formats (:data:`FORMATS`);
-    ``card_info`` (funnel, teacher_models, config, run_id, ...) goes into the dataset card.
-    ``engine``: ``arrow`` (bulk, the default) or ``reference`` (row by row in Python).
-    Holds the export folder's lock while it writes, waiting up to ``lock_timeout`` seconds
-    for another export of the same folder (None: for ever), then
-    :class:`~dataforge.store.LockHeld` naming it."""
+    ``kinds`` are layouts (:data:`LAYOUTS`), ``formats`` file formats (:data:`FORMATS`) of the
+    row layouts; ``card_info`` (funnel, teacher_models, config, run_id, ...) goes into the
+    dataset card. ``engine``: ``arrow`` (bulk, the default) or ``reference`` (row by row in
+    Python). The ``tokens`` layout needs ``tokenizer`` (a path, loaded and checked here before
+    anything else, or an :class:`ExportTokenizer`); ``eos_token`` overrides its EOS and
+    ``shard_tokens`` caps a ``.bin`` shard. Holds the export folder's lock while it writes,
+    waiting up to ``lock_timeout`` seconds for another export of the same folder (None: for
+    ever), then :class:`~dataforge.store.LockHeld` naming it."""
     bad = [f for f in formats if f not in FORMATS] + [k for k in kinds if k not in LAYOUTS]
     if bad or not formats or not kinds:
         raise ExportError(f"unknown or missing export format/layout {bad}; formats: {', '.join(FORMATS)}; "
@@ -397,31 +665,46 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
         raise ExportError(f"prompt_style must be conversational or standard, got {prompt_style!r}")
     if engine not in ("arrow", "reference"):
         raise ExportError(f"engine must be arrow or reference, got {engine!r}")
+    tokens = None
+    if "tokens" in kinds:
+        if int(shard_tokens) < 1:
+            raise ExportError(f"shard_tokens must be at least 1, got {shard_tokens}")
+        if tokenizer is None:
+            raise ExportError("the tokens layout needs a tokenizer: export.tokenizer / --tokenizer (a tokenizer.json "
+                              "file or a Hugging Face tokenizer folder)")
+        if not isinstance(tokenizer, ExportTokenizer):
+            tokenizer = load_export_tokenizer(tokenizer, eos_token)
+        tokens = (tokenizer, int(shard_tokens))
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(export_lock_path(out_dir), f"export {out_dir}", timeout=lock_timeout):
         _remove_stale(out_dir)
         return _export_table_locked(table, out_dir, formats, kinds, validation_fraction, split_salt, prompt_style,
-                                    license_id, title, card_info, card_extra, extra, engine)
+                                    license_id, title, card_info, card_extra, extra, engine, tokens)
 
 
 def _export_table_locked(table: pa.Table, out_dir: Path, formats: Sequence[str], kinds: Sequence[str],
                          validation_fraction: float, split_salt: str, prompt_style: str, license_id: str, title: str,
                          card_info: Mapping[str, Any] | None, card_extra: dict | None, extra: dict | None,
-                         engine: str) -> dict:
+                         engine: str, tokens: tuple[ExportTokenizer, int] | None = None) -> dict:
     tmp = _tmp_name(out_dir)
     tmp.mkdir()
     try:
         table = table.combine_chunks()
         ids = table.column("id").to_pylist()
         is_val = np.array(validation_mask(ids, validation_fraction, split_salt), bool)
-        messages = messages_column(table) if engine == "arrow" else None
+        row_kinds = [k for k in kinds if k in ROW_LAYOUTS]
+        messages = messages_column(table) if engine == "arrow" and row_kinds else None
         entries: list[FileEntry] = []
         layouts: dict[str, dict] = {}
         data_files: dict[str, dict[str, str]] = {}
-        with progress_bar(f"export ({table.num_rows:,} rows, layouts)", len(kinds)) as advance:
-            _write_layouts(tmp, table, messages, kinds, formats, is_val, prompt_style, engine, entries, layouts,
-                           data_files, advance)
+        if row_kinds:
+            with progress_bar(f"export ({table.num_rows:,} rows, layouts)", len(row_kinds)) as advance:
+                _write_layouts(tmp, table, messages, row_kinds, formats, is_val, prompt_style, engine, entries,
+                               layouts, data_files, advance)
+        if tokens is not None:
+            tok_entries, layouts["tokens"] = write_tokens(tmp, table.column("text"), is_val, *tokens)
+            entries += tok_entries
         (tmp / "checksums.sha256").write_text("".join(f"{e.sha256}  {e.name}\n" for e in entries))
         fsync_file(tmp / "checksums.sha256")
         kind_counts = {r["values"]: r["counts"] for r in pc.value_counts(table.column("kind")).to_pylist()}
@@ -497,16 +780,32 @@ def export_run(run: Run, stage: str, name: str, formats: Sequence[str], extra: d
     default) checks every shard's size and sha256 against the stage's manifest as it is read
     (:class:`~dataforge.store.ChecksumMismatch` naming the file). On a data root that is not
     local (an object store) the export is made in a local temporary folder and then published
-    there (:func:`publish_export`) under a lease on the export folder."""
+    there (:func:`publish_export`) under a lease on the export folder. The ``tokens`` layout's
+    tokenizer (``export_cfg.tokenizer``) is loaded first: a missing or unreadable one fails
+    before any row is read."""
+    tokenizer = export_tokenizer_of(export_cfg)
     if not run.is_local:
         dest = PurePosixPath(run.export_dir(name))
         with (folder_lock(dest.parent / f".lock-export-{name}", f"export {dest}", run.filesystem, timeout=lock_timeout),
               tempfile.TemporaryDirectory(prefix="dataforge-export-") as tmp):
             local = Path(tmp) / name
-            _, manifest = _export_run_to(run, stage, name, formats, local, extra, export_cfg, verify)
+            _, manifest = _export_run_to(run, stage, name, formats, local, extra, export_cfg, verify,
+                                         tokenizer=tokenizer)
             publish_export(local, run.filesystem, dest)
         return run.export_dir(name), manifest
-    return _export_run_to(run, stage, name, formats, run.export_dir(name), extra, export_cfg, verify, lock_timeout)
+    return _export_run_to(run, stage, name, formats, run.export_dir(name), extra, export_cfg, verify, lock_timeout,
+                          tokenizer=tokenizer)
+
+
+def export_tokenizer_of(export_cfg: Any) -> ExportTokenizer | None:
+    """The loaded tokenizer of an export config whose layouts include ``tokens`` (else None);
+    an :class:`ExportError` naming the path when it is missing or unreadable."""
+    if export_cfg is None or "tokens" not in export_cfg.kinds:
+        return None
+    if not export_cfg.tokenizer:
+        raise ExportError("the tokens layout needs a tokenizer: export.tokenizer / --tokenizer (a tokenizer.json "
+                          "file or a Hugging Face tokenizer folder)")
+    return load_export_tokenizer(export_cfg.tokenizer, export_cfg.eos_token)
 
 
 def publish_export(local_dir: Path, fs: Any, dest: PurePosixPath) -> None:
@@ -536,7 +835,8 @@ def publish_export(local_dir: Path, fs: Any, dest: PurePosixPath) -> None:
 
 def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out: Path, extra: dict | None,
                    export_cfg: Any, verify: bool = True,
-                   lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S) -> tuple[Path, dict]:
+                   lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S, *,
+                   tokenizer: ExportTokenizer | None = None) -> tuple[Path, dict]:
     table = run.read(stage, verify=verify)
     info = run_card_info(run, stage)
     models = sorted({m for m in table.column("teacher_model").to_pylist() if m}) if "teacher_model" in table.column_names else []
@@ -547,6 +847,8 @@ def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out:
         opts = {"kinds": list(export_cfg.kinds), "validation_fraction": export_cfg.validation_fraction,
                 "split_salt": export_cfg.split_salt, "prompt_style": export_cfg.prompt_style,
                 "license_id": export_cfg.license}
+        if tokenizer is not None:
+            opts.update(tokenizer=tokenizer, shard_tokens=export_cfg.shard_tokens)
     manifest = export_table(table, out, formats, title=f"dataforge export {name} of run {run.run_id}",
                             card_info=info, extra=extra, lock_timeout=lock_timeout, **opts)
     return out, manifest

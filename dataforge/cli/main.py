@@ -208,19 +208,28 @@ def export(
                                                                     "manifest before reading it"),
     stage: Optional[str] = typer.Option(None, "--stage", help="Stage whose kept rows to export [default: the final one]"),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated layouts: chat (messages), "
-                                        "prompt_completion, text (pretraining) [default: the run's export.kinds]"),
+                                        "prompt_completion, text (pretraining), tokens (token ids; needs --tokenizer) "
+                                        "[default: the run's export.kinds]"),
     validation_fraction: Optional[float] = typer.Option(None, "--validation-fraction", help="Share of rows in the "
                                                         "validation split, by id hash [default: the run's config]"),
     prompt_style: Optional[str] = typer.Option(None, "--prompt-style", help="prompt_completion as conversational "
                                                "message lists or standard strings [default: the run's config]"),
     license_id: Optional[str] = typer.Option(None, "--license", help="Licence of the dataset card (a Hub licence id)"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="The tokens layout's tokenizer: a tokenizer.json "
+                                            "or a Hugging Face tokenizer folder on disk [default: the run's config]"),
+    eos_token: Optional[str] = typer.Option(None, "--eos-token", help="Token appended after each document in the "
+                                            "tokens layout [default: the tokenizer's EOS]"),
+    shard_tokens: Optional[int] = typer.Option(None, "--shard-tokens", help="Tokens per .bin shard of the tokens "
+                                               "layout [default: the run's config, 100000000]"),
 ) -> None:
     """Export a run's kept samples as a hand-off dataset: JSONL and/or Parquet per layout and split.
 
     Layouts are what TRL's trainers read: chat (`messages`: {role, content} turns), prompt_completion
-    and text. Rows go to train or validation by a hash of their id. The folder gets a dataset card
-    (README.md: counts, funnel, teacher, config, licence), checksums.sha256 and a manifest, and is
-    renamed into place only when complete. Options left out come from the run's `export` config.
+    and text; tokens writes the texts as token ids (uint16/uint32 .bin shards, an offsets index,
+    tokens/tokens.json) for pretraining. Rows go to train or validation by a hash of their id.
+    The folder gets a dataset card (README.md: counts, funnel, teacher, config, licence),
+    checksums.sha256 and a manifest, and is renamed into place only when complete. Options left
+    out come from the run's `export` config.
     """
 
     from dataforge.config import ExportConfig
@@ -234,7 +243,7 @@ def export(
     snapshot = dict((r.load_record().config or {}).get("export") or {})
     overrides = {"name": name, "formats": fmts, "kinds": [k.strip() for k in kinds.split(",") if k.strip()] if kinds
                  else None, "validation_fraction": validation_fraction, "prompt_style": prompt_style,
-                 "license": license_id}
+                 "license": license_id, "tokenizer": tokenizer, "eos_token": eos_token, "shard_tokens": shard_tokens}
     ecfg = section(ExportConfig, snapshot, overrides, "export", as_flags=True)
     out, manifest = export_run(r, stage or _final_stage_of(r), name, ecfg.formats, export_cfg=ecfg, verify=verify)
     splits = ", ".join(f"{k}: {v['train']} train / {v['validation']} validation" for k, v in manifest["layouts"].items())

@@ -49,7 +49,8 @@ def read_texts(path: Path, column: str, rows: Optional[int] = None) -> list[str]
 
 @slm_app.command("train")
 def train(
-    inputs: list[Path] = typer.Argument(..., help="Training text: .parquet shards (streamed) or .jsonl files"),
+    inputs: list[Path] = typer.Argument(..., help="Training text: .parquet shards (streamed) or .jsonl files; or a "
+                                        "tokens export (<export>/tokens, or <export>/tokens/<split>) with its tokenizer"),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the model, tokenizer, checkpoint and metrics"),
     text_column: str = typer.Option("text", "--text-column", help="Column holding the text"),
     eval_file: Optional[Path] = typer.Option(None, "--eval", help="Held-out .jsonl/.parquet: loss and perplexity"),

@@ -36,6 +36,9 @@ def run_export(run: Run, cfg: PipelineConfig) -> StageResult:
     except ManifestError:  # a truncated or corrupt export manifest: export again
         m = None
     export_cfg = cfg.export.model_dump(mode="json")
+    if "tokens" in cfg.export.kinds:  # a tokenizer changed in place is a changed export
+        from dataforge.export import tokenizer_sha256
+        export_cfg["tokenizer_sha256"] = tokenizer_sha256(cfg.export.tokenizer)
     if m and m.get("input_fingerprint") == fp and m.get("export_config") == export_cfg:
         return StageResult("export", rows_in=m["rows"], rows_kept=m["rows"], skipped=True)
     _, manifest = export_run(run, source, cfg.export.name, cfg.export.formats, export_cfg=cfg.export,

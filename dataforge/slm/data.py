@@ -7,6 +7,11 @@ Rust encoder and packed into fixed-length blocks: every document is preceded by
 ``<|endoftext|>``, so the model sees where one ends and the next begins, and the stream is cut
 into ``seq_len``-token blocks (the last partial block is dropped and counted).
 
+A ``tokens`` export (:mod:`dataforge.tokens`) is one more source: its ids are already made, so
+:func:`pack_tokens` only cuts them into blocks — the same blocks :func:`pack` makes from the
+same texts with the same tokenizer (the export appends each document's EOS, packing puts it
+before each: the stream is one EOS, then the export's tokens but the last).
+
 Order is deterministic: blocks keep stream order, and training visits them in a permutation
 per epoch drawn from ``seed`` and the epoch number (:meth:`PackedTokens.batch`), so the batch
 of step ``s`` is a function of ``(seed, s)`` alone — which is what makes resume exact.
@@ -26,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dataforge.slm.tokenizer import encode_batch
 from dataforge.tabular import InputError, read_text_table
+from dataforge.tokens import META, TokenSplit, read_meta, read_tokens, tokens_folder
 
 def _column_batches(table: pa.Table, column: str, batch_rows: int) -> Iterator[list[str]]:
     if column not in table.column_names:
@@ -148,3 +154,48 @@ def pack(tokenizer, source, seq_len: int, column: str = "text", max_tokens: int 
     n_blocks = len(stream) // seq_len
     blocks = stream[: n_blocks * seq_len].reshape(n_blocks, seq_len)
     return PackedTokens(blocks=blocks, docs=docs, dropped_tokens=int(len(stream) - blocks.size))
+
+
+def tokens_source(source) -> tuple[Path, str] | None:
+    """(tokens folder, split) when ``source`` names a ``tokens`` export, else None: a tokens
+    folder or its ``tokens.json`` (the ``train`` split), an export folder holding ``tokens/``,
+    or ``<tokens folder>/<split>`` (``export/default/tokens/validation``) — a path that is not a
+    file of its own."""
+    if isinstance(source, list) and len(source) == 1 and isinstance(source[0], Path):
+        source = source[0]
+    if not isinstance(source, (str, Path)):
+        return None
+    p = Path(source)
+    if p.is_dir() or p.name == META:
+        try:
+            return tokens_folder(p), "train"
+        except ValueError:
+            return None
+    if not p.exists() and (p.parent / META).is_file():
+        splits = read_meta(p.parent)["splits"]
+        if p.name not in splits:
+            raise InputError(f"{p}: {p.parent} has no split {p.name!r} (splits: {', '.join(splits)})")
+        return p.parent, p.name
+    return None
+
+
+def pack_tokens(split: TokenSplit, seq_len: int, max_tokens: int | None = None) -> PackedTokens:
+    """Blocks of ``seq_len`` tokens from a tokens export split (:func:`~dataforge.tokens.read_tokens`):
+    the stream :func:`pack` makes of the same texts with the same tokenizer — one EOS, then the
+    export's ids but the last (its documents end in EOS, packing starts each with one) — cut
+    at ``max_tokens``; only that much is read from the memmaps."""
+    n = split.tokens if max_tokens is None else min(split.tokens, max_tokens)
+    stream = np.empty(n, np.int32)
+    if n:
+        stream[0] = split.eos_id
+        stream[1:] = split.slice(0, n - 1)
+    docs = int(np.searchsorted(split.offsets[:-1], np.uint64(n), side="left"))  # documents begun
+    n_blocks = n // seq_len
+    blocks = stream[: n_blocks * seq_len].reshape(n_blocks, seq_len)
+    return PackedTokens(blocks=blocks, docs=docs, dropped_tokens=int(n - blocks.size))
+
+
+def open_tokens(source) -> TokenSplit | None:
+    """The :class:`~dataforge.tokens.TokenSplit` ``source`` names (:func:`tokens_source`), else None."""
+    where = tokens_source(source)
+    return read_tokens(*where) if where is not None else None

@@ -9,6 +9,10 @@ it and ends on the same weights as an uninterrupted run, because the batch of ea
 function of (seed, step) alone (:meth:`PackedTokens.batch`). The finished model and tokenizer
 are written with ``save_pretrained``: ``AutoModelForCausalLM`` / ``AutoTokenizer`` load the
 folder as it is.
+
+The data is text (Parquet, JSON lines, a table, a list) or a ``tokens`` export
+(:mod:`dataforge.tokens`): then the export's tokenizer is the model's, and a tokenizer given
+(or found in a checkpoint) that encodes differently is an error, not a silent mismatch.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dataforge.config import SlmConfig
-from dataforge.slm.data import PackedTokens, iter_text_batches, pack
+from dataforge.slm.data import PackedTokens, iter_text_batches, open_tokens, pack, pack_tokens
 from dataforge.slm.presets import build_model, get_preset
 from dataforge.slm.score import heldout_loss
 from dataforge.slm.tokenizer import train_tokenizer
+from dataforge.tokens import TOKENIZER_COPY, TokenSplit, tokenizer_fingerprint
 
 log = logging.getLogger("dataforge.slm")
 
@@ -279,17 +284,57 @@ def load_reference(path: str | Path, device: str = "auto"):
     return model, tok
 
 
-def prepare(source, cfg: SlmConfig, *, column: str = "text", tokenizer=None, max_steps: int | None = None):
+def tokens_tokenizer(split: TokenSplit, tokenizer=None, origin: str = "given"):
+    """The tokenizer to train on a tokens export with: its copy (``tokens/tokenizer/``) unless
+    one is given; either way checked against ``tokens.json`` (fingerprint, EOS id, vocabulary
+    size), so ids and model always agree — a ValueError saying how they differ."""
+    want = split.meta["tokenizer"]
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        copy = split.folder / TOKENIZER_COPY
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(copy), local_files_only=True)
+        except (OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{copy}: the tokens export's tokenizer copy does not load: {first}") from None
+        origin = f"its copy in {copy}"
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    have = {"fingerprint": tokenizer_fingerprint(backend) if backend is not None else "(a slow tokenizer)",
+            "eos_id": tokenizer.eos_token_id, "vocab_size": len(tokenizer)}
+    if (have["fingerprint"] != want["fingerprint"] or have["eos_id"] != split.eos_id
+            or have["vocab_size"] < int(split.meta["vocab_size"])):
+        raise ValueError(
+            f"{split.folder}: the tokens were made with the tokenizer {want['path']} (fingerprint "
+            f"{want['fingerprint'][:12]}, EOS id {split.eos_id}, vocabulary {split.meta['vocab_size']}) but the "
+            f"trainer's tokenizer ({origin}) differs (fingerprint {have['fingerprint'][:12]}, EOS id "
+            f"{have['eos_id']}, vocabulary {have['vocab_size']}): train with the export's tokenizer, or re-export "
+            f"with `dataforge export --kinds tokens --tokenizer <yours>`")
+    return tokenizer
+
+
+def prepare(source, cfg: SlmConfig, *, column: str = "text", tokenizer=None, max_steps: int | None = None,
+            tokenizer_origin: str = "given"):
     """(tokenizer, packed data, steps) for training on ``source``: trains the BPE on the first
     ``tokenizer_chars`` characters unless a tokenizer is given, and reads only as many tokens
-    as the step budget can use (plus one block)."""
-    if tokenizer is None:
+    as the step budget can use (plus one block). A ``tokens`` export as ``source``
+    (:func:`~dataforge.slm.data.tokens_source`) brings its ids and its tokenizer
+    (:func:`tokens_tokenizer`); ``column`` and ``vocab_size`` do not apply."""
+    split = open_tokens(source)
+    if split is not None:
+        tokenizer = tokens_tokenizer(split, tokenizer, tokenizer_origin)
+    elif tokenizer is None:
         vocab = cfg.vocab_size or get_preset(cfg.preset).vocab_size
         tokenizer = train_tokenizer(iter_text_batches(source, column), vocab, max_chars=cfg.tokenizer_chars)
     per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
     steps = max_steps or cfg.max_steps or (math.ceil(cfg.max_tokens / per_step) if cfg.max_tokens else None)
     cap = steps * per_step + cfg.seq_len if steps else None
-    data = pack(tokenizer, source, cfg.seq_len, column, max_tokens=cap)
+    if split is not None:
+        data = pack_tokens(split, cfg.seq_len, max_tokens=cap)
+    else:
+        data = pack(tokenizer, source, cfg.seq_len, column, max_tokens=cap)
     if len(data) == 0:
         raise ValueError(f"the training data has {data.tokens + data.dropped_tokens} tokens, "
                          f"fewer than one sequence of {cfg.seq_len}")
@@ -300,13 +345,17 @@ def train_reference(source, out_dir: str | Path | None, cfg: SlmConfig, *, colum
                     eval_sets: dict[str, list[str]] | None = None, tokenizer=None, init_model=None,
                     lr: float | None = None, max_steps: int | None = None, resume: bool = True,
                     stop_after: int | None = None, description: str = "train") -> tuple[object, object, TrainResult]:
-    """Tokenizer (trained unless given), data, a fresh preset model (or ``init_model`` to
-    fine-tune), training; returns (model, tokenizer, result)."""
+    """Tokenizer (trained unless given; a tokens export's own for a tokens ``source``), data, a
+    fresh preset model (or ``init_model`` to fine-tune), training; returns (model, tokenizer,
+    result)."""
     out = Path(out_dir) if out_dir is not None else None
+    origin = "given"
     if tokenizer is None and out is not None and resume and (out / CHECKPOINT / "tokenizer.json").exists():
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(out / CHECKPOINT)
-    tokenizer, data, steps = prepare(source, cfg, column=column, tokenizer=tokenizer, max_steps=max_steps)
+        origin = f"the one {out / CHECKPOINT} resumes with; use a new --out or --no-resume"
+    tokenizer, data, steps = prepare(source, cfg, column=column, tokenizer=tokenizer, max_steps=max_steps,
+                                     tokenizer_origin=origin)
     if out is not None:
         tokenizer.save_pretrained(out / CHECKPOINT)  # a resumed run must tokenize the same way
     if init_model is None:
