@@ -853,6 +853,26 @@ class PipelineBase(_Model):
     # where the YAML came from; relative paths inside it resolve against its folder
     source_path: str | None = Field(None, exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_at_the_top(cls, data: Any) -> Any:
+        """``sources:`` at the top is the ingest stage's (``ingest: {sources: ...}``), and a config
+        that names sources there and says nothing of ``textbooks`` or ``cot`` does not generate:
+        a curation pipeline over the user's corpora (say ``textbooks: {enabled: true}`` to mix)."""
+        if not isinstance(data, dict) or "sources" not in data:
+            return data
+        data = dict(data)
+        sources = data.pop("sources")
+        ingest = data.get("ingest")
+        ingest = dict(ingest) if isinstance(ingest, dict) else {}
+        if "sources" in ingest:
+            raise ValueError("sources: given both at the top and under ingest; keep one")
+        ingest["sources"] = sources
+        data["ingest"] = ingest
+        for stage in ("textbooks", "cot"):
+            data.setdefault(stage, {"enabled": False})
+        return data
+
     @field_validator("teacher", mode="before")
     @classmethod
     def _teacher_shorthand(cls, v: Any) -> Any:

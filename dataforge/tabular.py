@@ -29,10 +29,19 @@ A JSON line that is not valid UTF-8 is quarantined ("invalid UTF-8"); other text
 array) is decoded with replacement and the count of replaced sequences is logged per file.
 The raw text kept with a quarantined record is cut to ``QUARANTINE_RAW_CHARS`` characters
 with a marker and its original length.
+
+**Streaming.** The same readers also take an open stream and hold one record (or one batch) at
+a time, never the file: :func:`iter_stream_lines`, :func:`iter_json_stream` (JSON lines),
+:func:`iter_json_array_stream` (a JSON array), :func:`iter_delimited_stream` (CSV/TSV),
+:func:`iter_checked_batches` (Arrow record batches) and :func:`iter_parquet_batches` with a
+pyarrow ``filesystem``. The ``ingest`` stage reads its sources through them
+(:mod:`dataforge.sources`); a caller that never holds a file passes limits without the per-file
+``max_bytes``/``max_rows``.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -40,12 +49,14 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dataforge.errors import DataforgeError
@@ -167,6 +178,8 @@ def _over(path: Path, what: str, value: int, limits: ReadLimits, name: str) -> I
                       f"({limits.env_name(name)})")
 
 
+_STRUCTURE = re.compile(r'["\[\]{}]')  # outside a JSON string: what opens a string or nests
+_STRING_END = re.compile(r'(?:\\.|[^"\\])*"', re.S)  # inside one: up to its closing quote
 _JSON_TOKEN_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
@@ -262,43 +275,50 @@ def iter_text_lines(path: Path, limits: ReadLimits | None = None) -> Iterator[tu
     comes with a problem and its head only). Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (as
     Python's text mode reads them); a byte-order mark is not data. A line that is not valid
     UTF-8 comes decoded with replacement and the problem "invalid UTF-8 (...)"."""
+    with open(path, "rb") as f:
+        yield from iter_stream_lines(f, limits)
+
+
+def iter_stream_lines(f: BinaryIO, limits: ReadLimits | None = None) -> Iterator[tuple[int, str, str | None]]:
+    """:func:`iter_text_lines` over an open binary stream (anything with ``readline(size)``: a
+    file, a decompressing stream, an object on a pyarrow filesystem in an ``io.BufferedReader``:
+    :func:`dataforge.sources.open_stream`); the same lines, numbers and problems, in bounded memory."""
     lim = read_limits(limits)
     cap = lim.max_value_bytes
     lineno = 0
-    with open(path, "rb") as f:
-        first = True
-        while True:
-            chunk = f.readline(cap + 1)
-            if not chunk:
-                break
-            if first:
-                first = False
-                if chunk.startswith(_BOM):
-                    chunk = chunk[len(_BOM):]
-            if len(chunk) > cap and not chunk.endswith(b"\n"):  # over-long: skip the rest unkept
-                size, head = len(chunk), chunk[:QUARANTINE_RAW_CHARS * 4]
-                while True:
-                    more = f.readline(MiB)
-                    if not more:
-                        break
-                    size += len(more)
-                    if more.endswith(b"\n"):
-                        break
-                lineno += 1
-                text, _ = _decode(head)
-                yield lineno, text, (f"line of {size:,} bytes, over the limit of {cap:,} bytes for one record "
-                                     f"({lim.env_name('max_value_bytes')})")
-                continue
-            if b"\r" in chunk:
-                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            parts = chunk.split(b"\n")
-            if chunk.endswith(b"\n"):
-                parts.pop()
-            for part in parts:
-                lineno += 1
-                text, bad = _decode(part)
-                yield lineno, text, (f"invalid UTF-8 ({bad} byte sequence{'s that are' if bad != 1 else ' that is'} not UTF-8)"
-                                     if bad else None)
+    first = True
+    while True:
+        chunk = f.readline(cap + 1)
+        if not chunk:
+            break
+        if first:
+            first = False
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM):]
+        if len(chunk) > cap and not chunk.endswith(b"\n"):  # over-long: skip the rest unkept
+            size, head = len(chunk), chunk[:QUARANTINE_RAW_CHARS * 4]
+            while True:
+                more = f.readline(MiB)
+                if not more:
+                    break
+                size += len(more)
+                if more.endswith(b"\n"):
+                    break
+            lineno += 1
+            text, _ = _decode(head)
+            yield lineno, text, (f"line of {size:,} bytes, over the limit of {cap:,} bytes for one record "
+                                 f"({lim.env_name('max_value_bytes')})")
+            continue
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        parts = chunk.split(b"\n")
+        if chunk.endswith(b"\n"):
+            parts.pop()
+        for part in parts:
+            lineno += 1
+            text, bad = _decode(part)
+            yield lineno, text, (f"invalid UTF-8 ({bad} byte sequence{'s that are' if bad != 1 else ' that is'} not UTF-8)"
+                                 if bad else None)
 
 
 def iter_lines(path: Path, limits: ReadLimits | None = None) -> Iterator[tuple[int, str]]:
@@ -329,8 +349,19 @@ def iter_json_lines(path: Path, limits: ReadLimits | None = None
     path = Path(path)
     lim = read_limits(limits)
     check_file_size(path, lim)
+    with open(path, "rb") as f:
+        yield from iter_json_stream(f, path, lim)
+
+
+def iter_json_stream(f: BinaryIO, name: str | Path, limits: ReadLimits | None = None
+                     ) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    """:func:`iter_json_lines` over an open binary stream (``name`` for messages): the same
+    records and errors, ``max_rows`` included; the size of a stream is not known up front, so
+    ``max_bytes`` is the caller's to check."""
+    path = name
+    lim = read_limits(limits)
     rows = 0
-    for lineno, raw, problem in iter_text_lines(path, lim):
+    for lineno, raw, problem in iter_stream_lines(f, lim):
         line = raw.strip()
         if not line and problem is None:
             continue
@@ -365,20 +396,188 @@ def iter_json_lines(path: Path, limits: ReadLimits | None = None
         yield lineno, obj, None, raw
 
 
+def iter_json_array_stream(f: BinaryIO, name: str | Path, limits: ReadLimits | None = None,
+                           chunk_bytes: int = MiB) -> Iterator[tuple[int, int, dict | None, str | None, str]]:
+    """(record number from 1, line where it starts, object or None, error or None, raw text) for
+    each record of a JSON array (``[{...}, {...}]``, the layout of Alpaca-style ``.json`` files),
+    decoded one record at a time from an open binary stream: memory holds one record and a read
+    chunk, never the file. A record over ``max_value_bytes`` (skipped without being held: its
+    brackets are counted outside strings) or nested deeper than ``max_depth`` is an error for
+    that record; text that is not JSON is one error for the rest of the file (an array cannot be
+    re-synchronised). Invalid UTF-8 is read with U+FFFD and counted in the log."""
+    lim = read_limits(limits)
+    cap = lim.max_value_bytes
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    dec = json.JSONDecoder()
+    buf, pos, line, eof = "", 0, 1, False
+    replaced = 0
+
+    def more(n: int) -> bool:
+        nonlocal buf, pos, eof, replaced
+        if eof:
+            return False
+        data = f.read(n)
+        if not data:
+            eof = True
+            buf = buf[pos:] + decoder.decode(b"", final=True)
+        else:
+            text = decoder.decode(data)
+            replaced += text.count(_REPLACEMENT) - data.count(_REPLACEMENT.encode("utf-8"))
+            buf = buf[pos:] + text
+        pos = 0
+        return True
+
+    def skip_ws() -> bool:
+        """Move past whitespace (counting lines); False at the end of the stream."""
+        nonlocal pos, line
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n\ufeff":
+                if buf[pos] == "\n":
+                    line += 1
+                pos += 1
+            if pos < len(buf):
+                return True
+            if not more(chunk_bytes):
+                return False
+
+    def skip_value() -> int | None:
+        """Move past the object, array or string at ``pos`` without keeping it (one too long to
+        decode): brackets are counted outside strings. Its length in characters; None when the
+        stream ends first."""
+        nonlocal pos, line
+        depth, in_string, size = 0, False, 0
+        if buf[pos] not in "{[\"":
+            return None
+        while True:
+            while True:
+                m = _STRING_END.match(buf, pos) if in_string else _STRUCTURE.search(buf, pos)
+                if m is None:  # the rest of the buffer is inside the value; an unpaired "\\" at its end waits
+                    tail = len(buf) - len(buf.rstrip("\\"))
+                    stop = max(pos, len(buf) - (tail % 2 if in_string else 0))
+                    size += stop - pos
+                    line += buf.count("\n", pos, stop)
+                    pos = stop
+                    break
+                line += buf.count("\n", pos, m.end())
+                size += m.end() - pos
+                pos = m.end()
+                ch = m.group()[-1]
+                if in_string:
+                    in_string = False  # the closing quote (escapes are matched with what they escape)
+                    if depth == 0:
+                        return size
+                elif ch == '"':
+                    in_string = True
+                elif ch in "[{":
+                    depth += 1
+                else:
+                    depth -= 1
+                    if depth == 0:
+                        return size
+            if not more(chunk_bytes):
+                return None
+
+    def rest_error(why: str, record: int) -> tuple[int, int, None, str, str]:
+        return record, line, None, f"{why}; the rest of the file cannot be read", buf[pos: pos + 200]
+
+    if not skip_ws():
+        return
+    if buf[pos] != "[":
+        what = "an object" if buf[pos] == "{" else "something else"
+        yield rest_error(f"expected a JSON array of records, found {what}", 1)
+        return
+    pos += 1
+    record = 0
+    rows = 0
+    while True:
+        if not skip_ws():
+            yield rest_error("the JSON array is not closed (truncated file?)", record + 1)
+            break
+        if buf[pos] == "]":
+            break
+        if record and buf[pos] == ",":
+            pos += 1
+            if not skip_ws():
+                yield rest_error("the JSON array is not closed (truncated file?)", record + 1)
+                break
+        elif record:
+            yield rest_error(f"expected ',' or ']' after record {record}", record + 1)
+            break
+        record += 1
+        rows += 1
+        if rows > lim.max_rows:
+            raise InputError(f"{name}: more than {lim.max_rows:,} records (record {record:,}), over the limit of "
+                             f"{lim.max_rows:,} rows ({lim.env_name('max_rows')})")
+        want = chunk_bytes
+        too_long = False
+        while True:
+            try:
+                obj, end = dec.raw_decode(buf, pos)
+                break
+            except json.JSONDecodeError as err:
+                if len(buf) - pos > cap + 1:  # no end within the limit: skipped below, unkept
+                    too_long = True
+                    break
+                if not more(want):  # the whole stream is here: the record is wrong, not cut
+                    yield rest_error(f"not valid JSON: {err.msg} at line {line + buf.count(chr(10), pos, err.pos)}",
+                                     record)
+                    return
+                want = min(2 * want, cap + 2)
+            except (RecursionError, ValueError) as err:  # nested too deep; an integer of > 4300 digits
+                why = ("JSON nested too deeply to read" if isinstance(err, RecursionError)
+                       else f"not readable JSON: {err}")
+                yield rest_error(why, record)
+                return
+        if too_long:
+            start, head = line, buf[pos: pos + QUARANTINE_RAW_CHARS]
+            size = skip_value()
+            if size is None:
+                yield rest_error("the JSON array is not closed (truncated file?)", record)
+                return
+            yield record, start, None, (f"record of {size:,} characters, over the limit of {cap:,} bytes for one "
+                                        f"record ({lim.env_name('max_value_bytes')})"), head
+            continue
+        raw = buf[pos:end]
+        start = line
+        line += raw.count("\n")
+        pos = end
+        if len(raw.encode("utf-8", "surrogatepass")) > cap:
+            yield record, start, None, (f"record of {len(raw):,} characters, over the limit of {cap:,} bytes for one "
+                                        f"record ({lim.env_name('max_value_bytes')})"), raw
+        elif json_depth_over(raw, lim.max_depth) is not None:
+            yield record, start, None, (f"JSON nested deeper than {lim.max_depth} levels "
+                                        f"({lim.env_name('max_depth')})"), raw
+        elif not isinstance(obj, dict):
+            yield record, start, None, f"expected a JSON object, got {type(obj).__name__}", raw
+        elif lone_surrogate(raw, obj):
+            yield record, start, None, "invalid Unicode: an unpaired surrogate escape (\\udXXX) is not text", raw
+        else:
+            yield record, start, obj, None, raw
+    if replaced:
+        log.warning("%s: %d byte sequence%s that are not UTF-8 (read as U+FFFD)", name, replaced,
+                    "s" if replaced != 1 else "")
+
+
 # --- Parquet -----------------------------------------------------------------------------------
 
 def _is_bytes_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
-def open_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str] | None = None) -> pq.ParquetFile:
+def open_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str] | None = None,
+                 filesystem: pafs.FileSystem | None = None) -> pq.ParquetFile:
     """The file, its footer checked against the limits: rows and the uncompressed size of its
     column chunks (of ``columns``, or all). String and binary columns are read as dictionaries
-    (see :func:`iter_parquet_batches`). :class:`InputError` when unreadable or over a limit."""
-    path = Path(path)
+    (see :func:`iter_parquet_batches`). :class:`InputError` when unreadable or over a limit.
+    With ``filesystem`` (a pyarrow filesystem), ``path`` is a path on it."""
+    path = Path(path) if filesystem is None else path
     lim = read_limits(limits)
+
+    def source():
+        return path if filesystem is None else filesystem.open_input_file(str(path))
+
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source())
         decode_field_names(pf.schema_arrow)
         md = pf.metadata
         wanted = None if columns is None else set(columns)
@@ -400,7 +599,7 @@ def open_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str
     if not dict_cols:
         return pf
     try:
-        return pq.ParquetFile(path, read_dictionary=dict_cols)
+        return pq.ParquetFile(source(), read_dictionary=dict_cols)
     except PARQUET_ERRORS as err:
         raise InputError(f"{path}: not a readable Parquet file: {err}") from None
 
@@ -410,8 +609,37 @@ def _dense_schema(schema: pa.Schema) -> pa.Schema:
                      metadata=schema.metadata)
 
 
+def measure_batch(batch: pa.RecordBatch, limits: ReadLimits | None = None
+                  ) -> tuple[int, pa.Array | None, dict[int, str]]:
+    """(decoded size in bytes, mask of the rows holding a string or binary value over
+    ``max_value_bytes`` or None, reason per such row index) of one batch, measured before a
+    dictionary-encoded string column is decoded (its values' lengths taken by the indices)."""
+    lim = read_limits(limits)
+    rows = batch.num_rows
+    size = 0
+    over = None
+    reasons: dict[int, str] = {}
+    for i, f in enumerate(batch.schema):
+        col = batch.column(i)
+        if pa.types.is_dictionary(col.type) and _is_bytes_type(col.type.value_type):
+            lengths = pc.take(pc.binary_length(col.dictionary), col.indices)
+        elif _is_bytes_type(col.type):
+            lengths = pc.binary_length(col)
+        else:
+            size += col.nbytes
+            continue
+        size += (pc.sum(lengths).as_py() or 0) + 8 * rows
+        big = pc.fill_null(pc.greater(lengths, lim.max_value_bytes), False)
+        if pc.any(big).as_py():
+            for r, ln in zip(pc.indices_nonzero(big).to_pylist(), pc.filter(lengths, big).to_pylist()):
+                reasons.setdefault(r, f"value of column {f.name!r} is {ln:,} bytes, over the limit of "
+                                      f"{lim.max_value_bytes:,} ({lim.env_name('max_value_bytes')})")
+            over = big if over is None else pc.or_(over, big)
+    return size, over, reasons
+
+
 def iter_parquet_batches(path: Path, limits: ReadLimits | None = None, batch_size: int = 4096,
-                         columns: list[str] | None = None
+                         columns: list[str] | None = None, filesystem: pafs.FileSystem | None = None
                          ) -> Iterator[tuple[int, pa.RecordBatch, pa.Array, list[tuple[int, str]]]]:
     """(rows read so far, batch, row numbers of the batch's rows from 1 (int64), rejected rows) for a
     Parquet file read in batches. Before a batch is decoded its size is known (a string column
@@ -419,9 +647,9 @@ def iter_parquet_batches(path: Path, limits: ReadLimits | None = None, batch_siz
     without decoding); the file's total over ``max_bytes`` is an :class:`InputError`, and a row
     with a string value over ``max_value_bytes`` is left out of the batch and returned as
     (row, reason). Batches are dense (dictionaries decoded) and valid UTF-8."""
-    path = Path(path)
+    path = Path(path) if filesystem is None else path
     lim = read_limits(limits)
-    pf = open_parquet(path, lim, columns)
+    pf = open_parquet(path, lim, columns, filesystem)
     n = total = 0
     batches = pf.iter_batches(batch_size=batch_size, columns=columns)
     while True:
@@ -432,25 +660,7 @@ def iter_parquet_batches(path: Path, limits: ReadLimits | None = None, batch_siz
         except PARQUET_ERRORS as err:
             raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
         rows = batch.num_rows
-        size = 0
-        over = None
-        reasons: dict[int, str] = {}
-        for i, f in enumerate(batch.schema):
-            col = batch.column(i)
-            if pa.types.is_dictionary(col.type) and _is_bytes_type(col.type.value_type):
-                lengths = pc.take(pc.binary_length(col.dictionary), col.indices)
-            elif _is_bytes_type(col.type):
-                lengths = pc.binary_length(col)
-            else:
-                size += col.nbytes
-                continue
-            size += (pc.sum(lengths).as_py() or 0) + 8 * rows
-            big = pc.fill_null(pc.greater(lengths, lim.max_value_bytes), False)
-            if pc.any(big).as_py():
-                for r, ln in zip(pc.indices_nonzero(big).to_pylist(), pc.filter(lengths, big).to_pylist()):
-                    reasons.setdefault(r, f"value of column {f.name!r} is {ln:,} bytes, over the limit of "
-                                          f"{lim.max_value_bytes:,} ({lim.env_name('max_value_bytes')})")
-                over = big if over is None else pc.or_(over, big)
+        size, over, reasons = measure_batch(batch, lim)
         total += size
         if total > lim.max_bytes:
             raise _over(path, f"decoded size in bytes (by row {n + rows:,})", total, lim, "max_bytes")
@@ -495,6 +705,118 @@ def read_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str
         return pa.Table.from_batches(batches, schema=schema), rows, rejected
     except PARQUET_ERRORS as err:
         raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+
+
+def iter_checked_batches(batches: Iterable[pa.RecordBatch], name: str | Path, limits: ReadLimits | None = None
+                         ) -> Iterator[tuple[int, pa.RecordBatch, pa.Array, list[tuple[int, str]]]]:
+    """:func:`iter_parquet_batches`' checks over any stream of record batches (an Arrow IPC
+    stream, a saved ``datasets`` dataset): (rows read so far, batch, row numbers from 1, rows
+    left out with their reason). A row with a string value over ``max_value_bytes`` is left out;
+    ``max_rows`` and ``max_bytes`` over the whole stream, and strings that are not UTF-8, are an
+    :class:`InputError` naming ``name``."""
+    lim = read_limits(limits)
+    n = total = 0
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        except PARQUET_ERRORS as err:
+            raise InputError(f"{name}: not a readable Arrow stream (after row {n}): {err}") from None
+        rows = batch.num_rows
+        if n + rows > lim.max_rows:
+            raise InputError(f"{name}: more than {lim.max_rows:,} rows, over the limit of {lim.max_rows:,} rows "
+                             f"({lim.env_name('max_rows')})")
+        size, over, reasons = measure_batch(batch, lim)
+        total += size
+        if total > lim.max_bytes:
+            raise InputError(f"{name}: decoded size in bytes (by row {n + rows:,}) {total:,}, over the limit of "
+                             f"{lim.max_bytes:,} ({lim.env_name('max_bytes')})")
+        numbers = pa.array(range(n + 1, n + rows + 1), pa.int64())
+        rejected = [(n + 1 + r, why) for r, why in sorted(reasons.items())]
+        if over is not None:
+            keep = pc.invert(over)
+            batch = batch.filter(keep)
+            numbers = numbers.filter(keep)
+        arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
+        try:
+            batch = pa.RecordBatch.from_arrays(arrays, schema=_dense_schema(batch.schema))
+            batch.validate(full=True)  # strings that are not UTF-8
+        except PARQUET_ERRORS as err:
+            raise InputError(f"{name}: not a readable Arrow stream (after row {n}): {err}") from None
+        n += rows
+        yield n, batch, numbers, rejected
+
+
+def iter_delimited_stream(f: BinaryIO, name: str | Path, limits: ReadLimits | None = None, delimiter: str = ",",
+                          column_names: list[str] | None = None, quoting: bool = True
+                          ) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    """(line where the record starts, record or None, error or None, raw text) for each record
+    of a CSV or TSV stream, read line by line (:func:`iter_stream_lines`, so memory holds one
+    record). The first line names the columns unless ``column_names`` are given (a file without
+    a header). ``quoting``: fields may be quoted with ``"`` (and then hold the delimiter or line
+    breaks); off, every line is one record and quotes are text (TSV as most tools write it). A
+    record with more or fewer fields than there are columns, one holding invalid UTF-8, or one
+    over ``max_value_bytes`` is an error for that record; more than ``max_rows`` records is an
+    :class:`InputError`."""
+    import csv
+
+    lim = read_limits(limits)
+    # a field may be as long as a record may be (the module default is 128 KiB); process-wide,
+    # so only ever raised
+    csv.field_size_limit(max(csv.field_size_limit(), lim.max_value_bytes))
+    problems: dict[int, str] = {}
+    raws: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for lineno, text, problem in iter_stream_lines(f, lim):
+            if problem is not None:
+                problems[lineno] = problem
+            raws.append(text)
+            yield text + "\n"
+
+    reader = csv.reader(lines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
+                        strict=False)
+    names = list(column_names) if column_names else None
+    last = 0
+    rows = 0
+    while True:
+        raws.clear()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            start, last = last + 1, reader.line_num
+            kind = "TSV" if delimiter == "\t" else "CSV"
+            yield start, None, f"not a readable {kind} record: {err}", "\n".join(raws)
+            continue
+        start, last = last + 1, reader.line_num
+        raw = "\n".join(raws)
+        if not fields or fields == [""]:
+            continue  # a blank line
+        bad = [problems.pop(i) for i in range(start, last + 1) if i in problems]
+        if names is None:
+            if bad:
+                raise InputError(f"{name} line {start}: the header line cannot be read: {bad[0]}")
+            names = fields
+            if len(set(names)) != len(names):
+                raise InputError(f"{name} line {start}: the header names a column twice ({', '.join(names)})")
+            continue
+        rows += 1
+        if rows > lim.max_rows:
+            raise InputError(f"{name}: more than {lim.max_rows:,} records (line {start:,}), over the limit of "
+                             f"{lim.max_rows:,} rows ({lim.env_name('max_rows')})")
+        if bad:
+            yield start, None, bad[0], raw
+        elif len(fields) != len(names):
+            yield start, None, f"{len(fields)} fields where the header has {len(names)}", raw
+        elif len(raw.encode("utf-8", "surrogatepass")) > lim.max_value_bytes:
+            yield start, None, (f"record of {len(raw):,} characters, over the limit of {lim.max_value_bytes:,} "
+                                f"bytes for one record ({lim.env_name('max_value_bytes')})"), raw
+        else:
+            yield start, dict(zip(names, fields)), None, raw
 
 
 def iter_records(path: Path, batch_size: int = 4096, limits: ReadLimits | None = None

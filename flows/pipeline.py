@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from dataforge import runner  # noqa: E402
 from dataforge.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from dataforge.runner.generation import generation_preflight  # noqa: E402
 from dataforge.runner.runs import locked_run  # noqa: E402
 from dataforge.stages.registry import CURATION, GENERATION, get_stage, stage_names  # noqa: E402
 from dataforge.store import Run, StoreError, list_runs  # noqa: E402
@@ -209,6 +210,8 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, selected: set[s
     ``selected`` ones (see :func:`select_stages`). One writer per run: the run lock is held from
     opening the run to finishing it (a second writer is refused, naming the holder)."""
     selected = select_stages(None) if selected is None else selected
+    # before any run is opened or teacher started: a generation stage's inputs resolve (ingest's sources)
+    generation_preflight(cfg, selected)
     with limits_in_env(**cfg.inputs.model_dump()), locked_run(cfg, resolve_run_id(cfg, run_id, selected)) as run:
         return _run_locked(cfg, run, selected)
 

@@ -73,7 +73,7 @@ def test_curation_part_without_a_run_and_unknown_stages_are_clear_errors(tmp_pat
         pipeline(str(config), stages=["curation"])
     with pytest.raises(ConfigError, match=r"stages: unknown stage 'dedupe' \(choose from generation, curation"):
         select_stages(["dedupe"])
-    assert select_stages(["generation", "export"]) == {"textbooks", "cot", "export"}
+    assert select_stages(["generation", "export"]) == {"ingest", "textbooks", "cot", "export"}
 
 
 def test_local_dir_holds_the_request_cache_and_teacher_state(tmp_path):
@@ -222,7 +222,7 @@ def test_repository_prefect_yaml_describes_servable_deployments():
     from flows.serve import build_deployments, read_deployment_specs
 
     specs = read_deployment_specs(REPO / "prefect.yaml")
-    assert [d["name"] for d in specs] == ["pipeline", "generate", "curate", "export"]
+    assert [d["name"] for d in specs] == ["pipeline", "generate", "curate", "export", "curate-folder"]
     assert all(Path(d["parameters"]["config_path"]).is_file() for d in specs)
     deps = build_deployments(specs)
     pipeline = deps[0]

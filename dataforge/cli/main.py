@@ -13,6 +13,7 @@ import pyarrow as pa
 import typer
 
 from dataforge.cli.ablate import ablate_command
+from dataforge.cli.browse import browse_command
 from dataforge.cli.classify import classifier_app, classify_command
 from dataforge.cli import common
 from dataforge.cli.common import (DATA_ROOT_HELP, DEFAULT_CONFIG, DataforgeGroup, console, default_config, fail, load,
@@ -68,6 +69,7 @@ app.command("ablate")(ablate_command)
 app.add_typer(classifier_app, name="classifier")
 app.command("classify")(classify_command)
 app.command("filter")(filter_command)
+app.command("browse")(browse_command)
 
 
 def print_report(run: Run) -> None:
@@ -101,6 +103,12 @@ def run(
     from dataforge.teacher.local import LocalTeacherError
 
     cfg = load(config, data_root)
+    from dataforge.runner.generation import generation_preflight
+
+    try:  # the inputs (ingest's sources) resolve: one line, before Prefect starts or a run opens
+        generation_preflight(cfg)
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e), code=1)
     from flows.pipeline import pipeline  # Prefect is imported only here (the library never does)
 
     try:

@@ -5,6 +5,7 @@ shard (:mod:`dataforge.curate.dedup_ooc`; the same result as ``apply_dedup`` on 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dataforge.atomic import write_text_atomic
 from dataforge.config import PipelineConfig
 from dataforge.curate.dedup_ooc import RANK_COLUMNS, Plan, ShardSigns, Workspace
 from dataforge.runner.curation import curation_inputs, curation_io, input_schema
@@ -43,28 +45,36 @@ def workspace_dir(run: Run) -> Path:
 
 
 def dedup_begin(run: Run, cfg: PipelineConfig) -> None:
-    """Start the stage: its folders cleared, a fresh workspace."""
+    """Start the stage: its folders cleared, a fresh workspace with the inputs' row offsets."""
     dedup_io(run, cfg).begin()
     Workspace(workspace_dir(run), cfg.dedup).remove()
+    _offsets(run, cfg)
 
 
-def _offsets(run: Run, cfg: PipelineConfig, paths: Sequence[Path]) -> dict[str, tuple[int, int]]:
-    """Each input shard's (index, first global row), from the input stages' manifests."""
+def _offsets(run: Run, cfg: PipelineConfig) -> dict[str, list[int]]:
+    """Each input shard's [index, first global row], from the input stages' manifests: worked
+    out once per dedup and kept in the workspace (``inputs.json``), so that each of many
+    signature tasks does not read every manifest again."""
+    folder = workspace_dir(run)
+    cached = folder / "inputs.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
     rows: dict[str, int] = {}
     for stage in curation_io(run, cfg, "dedup").inputs:
         for p, entry in manifest_entries(run.stage_dir(stage), run.filesystem):
             rows[str(p)] = int(entry.get("rows", 0))
     out, offset = {}, 0
-    for i, p in enumerate(paths):
-        out[str(p)] = (i, offset)
+    for i, p in enumerate(curation_inputs(run, cfg, "dedup")):
+        out[str(p)] = [i, offset]
         offset += rows[str(p)] if str(p) in rows else run.read_file(p, ["id"]).num_rows
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(cached, json.dumps(out))
     return out
 
 
 def dedup_sign_shard(run: Run, cfg: PipelineConfig, path: Path) -> ShardSigns:
     """Signatures and band keys of one input shard, written to the workspace."""
-    paths = curation_inputs(run, cfg, "dedup")
-    shard, offset = _offsets(run, cfg, paths)[str(path)]
+    shard, offset = _offsets(run, cfg)[str(path)]
     ws = Workspace(workspace_dir(run), cfg.dedup)
     return ws.sign_shard(shard, offset, run.read_file(path, ["text"]).column("text"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from dataforge.config import PipelineConfig
@@ -34,17 +34,31 @@ def enabled_generation(cfg: PipelineConfig) -> list[str]:
     return [s.name for s in enabled(cfg, GENERATION)]
 
 
-def generation_io(run: Run, cfg: PipelineConfig, stage: str) -> StageIO:
-    """The stage's writers and commit; its hash covers the teacher, its config section, the run
-    seed and the sha256 of every file it reads (see the module docstring)."""
+def generation_io(run: Run, cfg: PipelineConfig, stage: str, files: object = None) -> StageIO:
+    """The stage's writers and commit; its hash covers its config sections, what its
+    ``input_files`` returns (the sha256 of every file it reads; ``files``: that value, already
+    computed) and, for a stage that asks the teacher, the teacher (see the module docstring)."""
     st = get_stage(stage)
-    files = st.input_files(cfg) if st.input_files else []
-    return StageIO(run, cfg, stage, [], st.sections(), extra_config={**cfg.teacher_identity(), "files": files})
+    if files is None:
+        files = st.input_files(cfg) if st.input_files else []
+    teacher = cfg.teacher_identity() if st.teacher else {}
+    return StageIO(run, cfg, stage, [], st.sections(), extra_config={**teacher, "files": files})
+
+
+def generation_preflight(cfg: PipelineConfig, stages: Collection[str] | None = None) -> None:
+    """Evaluate the ``input_files`` of the enabled generation stages (those among ``stages``):
+    a stage whose input cannot be found fails here, in one line, before a run is opened or a
+    teacher started (ingest: every source must match at least one readable file)."""
+    for s in enabled(cfg, GENERATION):
+        if s.input_files is not None and (stages is None or s.name in stages):
+            s.input_files(cfg)
 
 
 def generation_pending(run: Run, cfg: PipelineConfig) -> bool:
-    """Whether any enabled generation stage still has to ask the teacher."""
-    return any(s.enabled_in(cfg) and not generation_io(run, cfg, s.name).done() for s in generation_stages())
+    """Whether any enabled generation stage still has to ask the teacher (a stage that asks none,
+    ``ingest``, never needs it started)."""
+    return any(s.teacher and s.enabled_in(cfg) and not generation_io(run, cfg, s.name).done()
+               for s in generation_stages())
 
 
 def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None, acquire: Callable | None = None
