@@ -68,7 +68,7 @@ def _child(mode: str, folder: str) -> dict:
         del ranks
         band_files = [ws.band_candidates(plan, b) for b in range(plan.bands)]
         decisions = ws.decide(plan, band_files)
-        ids = ws._ids()
+        ids = ws.ids()
         kept_ids = []
         for s, p in zip(signs, shards):
             kept, _ = ws.shard_tables(pq.read_table(p), s.offset, decisions, ids)

@@ -843,6 +843,10 @@ def iter_records(path: Path, batch_size: int = 4096, limits: ReadLimits | None =
         raise InputError(f"{path}: unknown input format {suffix!r}; expected .jsonl or .parquet")
 
 
+#: rows per table of :func:`iter_text_tables` (the standalone commands' unit of memory)
+STREAM_BATCH_ROWS = 20_000
+
+
 def read_text_table(path: str | Path, text_column: str = "text", keep_columns: bool = True,
                     limits: ReadLimits | None = None) -> tuple[pa.Table, list[Quarantined]]:
     """A table with a ``text`` column (renamed from ``text_column``), ``source_file`` and
@@ -850,52 +854,111 @@ def read_text_table(path: str | Path, text_column: str = "text", keep_columns: b
     file's own ``id`` when it has a string one, else a content hash of the text) — the columns
     the curation functions need to run on any user file. Rows whose text is missing or not a
     string are quarantined, as are malformed JSON lines and records over a read limit
-    (:class:`ReadLimits`). Parquet is read in batches; JSONL line by line."""
+    (:class:`ReadLimits`). The whole file: :func:`iter_text_tables` gives it in batches."""
+    tables, quarantined = [], []
+    for table, q in iter_text_tables(path, text_column, keep_columns, limits, batch_rows=1 << 62):
+        tables.append(table)
+        quarantined.extend(q)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    return table, quarantined
+
+
+def iter_text_tables(path: str | Path, text_column: str = "text", keep_columns: bool = True,
+                     limits: ReadLimits | None = None, batch_rows: int = STREAM_BATCH_ROWS
+                     ) -> Iterator[tuple[pa.Table, list[Quarantined]]]:
+    """:func:`read_text_table` in tables of at most ``batch_rows`` rows, with each table's
+    quarantined records: memory bounded by one table, whatever the file's size. At least one
+    table (maybe empty) comes. A JSON-lines file's column types are inferred per table (a
+    column whose values mix types across tables is unified when written:
+    :class:`KeptRejectedWriter`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    quarantined: list[Quarantined] = []
     suffix = path.suffix.lower()
+    yielded = False
     if suffix == ".parquet":
         try:
-            names = pq.read_schema(path).names
+            schema = pq.read_schema(path)
         except PARQUET_ERRORS as err:
             raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-        if text_column not in names:
-            raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(names)}); "
+        if text_column not in schema.names:
+            raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(schema.names)}); "
                              f"name the text column with --text-column")
-        table, numbers, rejected = read_parquet(path, limits)
-        quarantined.extend(Quarantined(str(path), r, why, "") for r, why in rejected)
-        rows = numbers
-        col = table.column(text_column)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            raise InputError(f"{path}: column {text_column!r} is {col.type}, expected a string column")
-        table = table.append_column("source_row", rows)
-        bad = pc.is_null(table.column(text_column))
-        if pc.any(bad).as_py():
-            for r in pc.filter(rows, bad).to_pylist():
-                quarantined.append(Quarantined(str(path), r, f"{text_column!r} is null", ""))
-            table = table.filter(pc.invert(bad))
-    elif suffix in JSONL_SUFFIXES:
-        recs: list[dict] = []
-        lines: list[int] = []
-        for lineno, obj, err, raw in iter_json_lines(path, limits):
-            if obj is None:
-                quarantined.append(Quarantined(str(path), lineno, err or "unreadable", raw))
-                continue
-            if not isinstance(obj.get(text_column), str):
-                what = "missing" if text_column not in obj else f"not a string ({type(obj[text_column]).__name__})"
-                quarantined.append(Quarantined(str(path), lineno, f"{text_column!r} is {what}", raw))
-                continue
-            recs.append(obj)
-            lines.append(lineno)
-        try:
-            table = pa.Table.from_pylist(recs) if recs else pa.table({text_column: pa.array([], pa.string())})
-        except (pa.ArrowException, OverflowError):  # mixed types across rows, ints beyond int64: keep only the text
-            table = pa.table({text_column: [r[text_column] for r in recs]})
-        table = table.append_column("source_row", pa.array(lines, pa.int64()))
-    else:
+        t = schema.field(text_column).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)):
+            raise InputError(f"{path}: column {text_column!r} is {t}, expected a string column")
+        for _, batch, numbers, rejected in iter_parquet_batches(path, limits, min(batch_rows, 1 << 20)):
+            quarantined = [Quarantined(str(path), r, why, "") for r, why in rejected]
+            table = pa.Table.from_batches([batch]).append_column("source_row", numbers)
+            col = table.column(text_column)
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                raise InputError(f"{path}: column {text_column!r} is {col.type}, expected a string column")
+            bad = pc.is_null(col)
+            if pc.any(bad).as_py():
+                for r in pc.filter(numbers, bad).to_pylist():
+                    quarantined.append(Quarantined(str(path), r, f"{text_column!r} is null", ""))
+                table = table.filter(pc.invert(bad))
+            yielded = True
+            yield _finish_text_table(table, path, text_column, keep_columns, quarantined)
+        if not yielded:
+            empty = schema.empty_table().append_column("source_row", pa.array([], pa.int64()))
+            yield _finish_text_table(empty, path, text_column, keep_columns, [])
+        return
+    if suffix not in JSONL_SUFFIXES:
         raise InputError(f"{path}: unknown input format {suffix!r}; expected .jsonl or .parquet")
+    recs: list[dict] = []
+    lines: list[int] = []
+    quarantined: list[Quarantined] = []
+
+    def table_of() -> pa.Table:
+        table = records_table(recs) if recs else pa.table({text_column: pa.array([], pa.string())})
+        return table.append_column("source_row", pa.array(lines, pa.int64()))
+
+    for lineno, obj, err, raw in iter_json_lines(path, limits):
+        if obj is None:
+            quarantined.append(Quarantined(str(path), lineno, err or "unreadable", raw))
+            continue
+        if not isinstance(obj.get(text_column), str):
+            what = "missing" if text_column not in obj else f"not a string ({type(obj[text_column]).__name__})"
+            quarantined.append(Quarantined(str(path), lineno, f"{text_column!r} is {what}", raw))
+            continue
+        recs.append(obj)
+        lines.append(lineno)
+        if len(recs) >= batch_rows:
+            yield _finish_text_table(table_of(), path, text_column, keep_columns, quarantined)
+            yielded = True
+            recs, lines, quarantined = [], [], []
+    if recs or quarantined or not yielded:
+        yield _finish_text_table(table_of(), path, text_column, keep_columns, quarantined)
+
+
+def records_table(recs: list[dict]) -> pa.Table:
+    """A table of JSON records; a field whose values Arrow cannot hold in one column (mixed
+    types across rows, integers beyond int64) becomes a string column of their text (JSON for
+    what is not a string) instead of failing the table."""
+    try:
+        return pa.Table.from_pylist(recs)
+    except (pa.ArrowException, OverflowError):
+        pass
+    cols = {}
+    for key in dict.fromkeys(k for r in recs for k in r):
+        values = [r.get(key) for r in recs]
+        try:
+            cols[key] = pa.array(values)
+        except (pa.ArrowException, OverflowError):
+            cols[key] = pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                                  for v in values], pa.string())
+    return pa.table(cols)
+
+
+def _content_ids(texts: list[str]) -> list[str]:
+    return [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() for t in texts]
+
+
+def _finish_text_table(table: pa.Table, path: Path, text_column: str, keep_columns: bool,
+                       quarantined: list[Quarantined]) -> tuple[pa.Table, list[Quarantined]]:
+    """The columns every standalone command's rows have: ``text``, ``source_row``,
+    ``source_file``, ``id`` (see :func:`read_text_table`)."""
     for q in quarantined:
         log.warning("%s line %d: %s (quarantined)", q.file, q.line, q.reason)
     if not keep_columns:
@@ -905,19 +968,16 @@ def read_text_table(path: str | Path, text_column: str = "text", keep_columns: b
             table = table.rename_columns(["text_original" if n == "text" else n for n in table.column_names])
         table = table.rename_columns(["text" if n == text_column else n for n in table.column_names])
     table = table.append_column("source_file", pa.array([str(path)] * table.num_rows, pa.string()))
-    def content_ids(texts: list[str]) -> list[str]:
-        return [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() for t in texts]
-
     if "id" not in table.column_names or not pa.types.is_string(table.schema.field("id").type):
         if "id" in table.column_names:
             table = table.rename_columns(["source_id" if n == "id" else n for n in table.column_names])
-        table = table.append_column("id", pa.array(content_ids(table.column("text").to_pylist()), pa.string()))
+        table = table.append_column("id", pa.array(_content_ids(table.column("text").to_pylist()), pa.string()))
     elif table.column("id").null_count:
         # some rows have their own id, some none: those get the content hash (every row has an id)
         own = table.column("id").to_pylist()
         missing = [i for i, v in enumerate(own) if v is None]
         texts = table.column("text").take(pa.array(missing)).to_pylist()
-        for i, h in zip(missing, content_ids(texts)):
+        for i, h in zip(missing, _content_ids(texts)):
             own[i] = h
         table = table.set_column(table.column_names.index("id"), "id", pa.array(own, pa.string()))
     return table, quarantined
@@ -959,3 +1019,118 @@ def write_kept_rejected(out_dir: str | Path, kept: pa.Table, rejected: pa.Table,
     return {"kept": kept.num_rows, "rejected": rejected.num_rows, "quarantined": len(quarantined),
             "kept_file": str(out / "kept.parquet"), "rejected_file": str(out / "rejected.parquet"),
             "quarantine_file": str(qpath) if quarantined else None}
+
+
+class KeptRejectedWriter:
+    """:func:`write_kept_rejected` for a stream of tables: ``kept.parquet`` and
+    ``rejected.parquet`` (and ``quarantine.jsonl``) under ``out_dir``, written as the tables
+    come, in bounded memory. Each table goes to a part file in a hidden folder; :meth:`close`
+    unifies the parts' schemas (a JSON-lines column whose type differs between tables: null
+    and a type become that type, numbers widen; types that do not unify become their text)
+    and streams the parts, in order, into each file under a temporary name, renamed into place
+    at the end (a crash leaves no half-written file under the final name)."""
+
+    def __init__(self, out_dir: str | Path, text_column: str = "text"):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.text_column = text_column
+        self.parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=self.out))
+        self.files: dict[str, list[Path]] = {"kept": [], "rejected": []}
+        self.rows = {"kept": 0, "rejected": 0}
+        self.empty: dict[str, pa.Schema] = {}
+
+    def _restore(self, t: pa.Table) -> pa.Table:
+        if self.text_column == "text":
+            return t
+        names = [self.text_column if n == "text" else n for n in t.column_names]
+        return t.rename_columns(["text" if n == "text_original" else n for n in names])
+
+    def write(self, kept: pa.Table, rejected: pa.Table) -> None:
+        for name, table in (("kept", kept), ("rejected", rejected)):
+            table = self._restore(table)
+            self.empty.setdefault(name, table.schema)
+            if table.num_rows == 0:
+                continue
+            part = self.parts / f"{name}-{len(self.files[name]):06d}.parquet"
+            pq.write_table(table, part, compression="zstd")
+            self.files[name].append(part)
+            self.rows[name] += table.num_rows
+
+    def close(self, quarantined: list[Quarantined] = ()) -> dict:
+        try:
+            for name in ("kept", "rejected"):
+                self._merge(name)
+        finally:
+            import shutil
+
+            shutil.rmtree(self.parts, ignore_errors=True)
+        qpath = self.out / "quarantine.jsonl"
+        qpath.unlink(missing_ok=True)
+        write_quarantine(qpath, list(quarantined))
+        return {"kept": self.rows["kept"], "rejected": self.rows["rejected"], "quarantined": len(quarantined),
+                "kept_file": str(self.out / "kept.parquet"), "rejected_file": str(self.out / "rejected.parquet"),
+                "quarantine_file": str(qpath) if quarantined else None}
+
+    def _merge(self, name: str) -> None:
+        parts = self.files[name]
+        path = self.out / f"{name}.parquet"
+        if not parts:
+            write_parquet_atomic(self.empty.get(name, pa.schema([])).empty_table(), path)
+            return
+        schemas = [pq.read_schema(p) for p in parts]
+        schema = unify_loosely(schemas)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=self.out)
+        os.close(fd)
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+                for p in parts:
+                    w.write_table(conform(pq.read_table(p), schema))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def unify_loosely(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for tables of the same file read in parts: ``pa.unify_schemas`` (permissive:
+    null and a type give the type, numbers widen); a field whose types still conflict becomes
+    a string (its values' text)."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    names: list[str] = []
+    types: dict[str, list[pa.DataType]] = {}
+    for sch in schemas:
+        for f in sch:
+            if f.name not in types:
+                names.append(f.name)
+                types[f.name] = []
+            types[f.name].append(f.type)
+    fields = []
+    for n in names:
+        try:
+            fields.append(pa.unify_schemas([pa.schema([(n, t)]) for t in types[n]], promote_options="permissive")[0])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            fields.append(pa.field(n, pa.string()))
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order and types (missing columns as nulls; a
+    column that cannot be cast becomes the JSON text of its values)."""
+    cols = []
+    for f in schema:
+        if f.name not in table.column_names:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if col.type == f.type:
+            cols.append(col)
+            continue
+        try:
+            cols.append(pc.cast(col, f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            cols.append(pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                                  for v in col.to_pylist()], f.type))
+    return pa.Table.from_arrays(cols, schema=schema)

@@ -3,12 +3,13 @@ Parquet file with a text column (library: :mod:`dataforge.curate.heuristics`).""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import typer
 
 from dataforge.cli.common import console, fail, load
-from dataforge.cli.standalone import run_on_file
+from dataforge.cli.standalone import stream_on_file
 
 FAMILY_HELP = ("Rule families to run, comma-separated, in any of: gopher_quality, gopher_repetition, c4, "
                "fineweb_quality, or all [default: those the config enables; without --config: gopher_quality]")
@@ -39,7 +40,6 @@ def filter_command(
 
     from dataforge.config import HeuristicsConfig
     from dataforge.curate.heuristics import FAMILY_NAMES, RULE_NAMES, apply_heuristics, heuristics_summary
-    from dataforge.progress import progress_bar
 
     base = load(config).heuristics if config else HeuristicsConfig()
     data = base.model_dump()
@@ -67,12 +67,10 @@ def filter_command(
         table = table.append_column("_row", pa.array(range(n), pa.int64()))
         table = table.append_column("kind", pa.array(["document"] * n, pa.string()))
         kept_parts, rejected_parts = [], []
-        with progress_bar(f"filter {input_file.name}", max(1, -(-n // batch_rows))) as advance:
-            for start in range(0, max(n, 1), batch_rows):
-                kept, rejected = apply_heuristics(table.slice(start, batch_rows), cfg)
-                kept_parts.append(kept)
-                rejected_parts.append(rejected)
-                advance()
+        for start in range(0, max(n, 1), batch_rows):
+            kept, rejected = apply_heuristics(table.slice(start, batch_rows), cfg)
+            kept_parts.append(kept)
+            rejected_parts.append(rejected)
 
         def restore(t: pa.Table) -> pa.Table:
             rows = t.column("_row")
@@ -83,8 +81,16 @@ def filter_command(
 
         return restore(pa.concat_tables(kept_parts)), restore(pa.concat_tables(rejected_parts))
 
-    kept, rejected, quarantined = run_on_file(input_file, out, text_column, apply)
-    s = heuristics_summary(kept, rejected)
+    # streamed: the file is read, checked and written a table at a time (memory bounded by one)
+    s = {"rows": 0, "kept": 0, "dropped": 0, "by_rule": Counter(), "c4_lines_removed": 0}
+
+    def count(kept: pa.Table, rejected: pa.Table) -> None:
+        part = heuristics_summary(kept, rejected)
+        for key in ("rows", "kept", "dropped", "c4_lines_removed"):
+            s[key] += part[key]
+        s["by_rule"].update(part["by_rule"])
+
+    _, quarantined = stream_on_file(input_file, out, text_column, apply, label="filter", on_tables=count)
     families = ", ".join(f for f in FAMILY_NAMES if getattr(cfg, f).enabled)
     console.print(f"rows {s['rows']}, kept {s['kept']}, dropped {s['dropped']} ({families}), quarantined "
                   f"{len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)

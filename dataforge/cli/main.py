@@ -409,24 +409,65 @@ def dedup_cmd(
     with near_duplicate_of:<survivor id>. Every row gains dedup_cluster, dedup_size and
     dedup_similarity. Example: dataforge dedup docs.jsonl --out deduped/ --text-column content
     """
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataforge.cli.standalone import iter_input
     from dataforge.config import DedupConfig
-    from dataforge.curate.dedup import apply_dedup, dedup_summary, progress_steps
+    from dataforge.curate.dedup_ooc import RANK_COLUMNS, Workspace
     from dataforge.progress import progress_bar
+    from dataforge.tabular import KeptRejectedWriter
 
     base = load(config).dedup.model_dump() if config else {}
     flags = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "bands": bands, "rows": rows,
              "clustering": clustering, "exact": False if no_exact else None}
     cfg = section(DedupConfig, base, flags, "dedup")
-
-    def apply(table):
-        with progress_bar(f"dedup {input_file.name}", progress_steps(table.num_rows, cfg)) as advance:
-            return apply_dedup(table, cfg, workers=workers, advance=advance)
-
-    kept, rejected, quarantined = run_on_file(input_file, out, text_column, apply)
-    s = dedup_summary(kept, rejected)
-    console.print(f"rows {s['rows']}, kept {s['kept']}, exact duplicates {s['exact_duplicates']}, "
-                  f"near duplicates {s['near_duplicates']}, largest cluster {s['largest_cluster']}, "
-                  f"quarantined {len(quarantined)}; written to {out}", highlight=False, soft_wrap=True)
+    # out of core (dataforge/curate/dedup_ooc.py): the input in parts on disk with their
+    # signatures, bands grouped by DuckDB, then each part's kept and rejected rows written as
+    # they come; memory bounded by a part plus a few integers per row and the candidate pairs
+    out.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(tempfile.mkdtemp(prefix=".dedup-work-", dir=out), cfg)
+    quarantined, parts, signs, ranks, offset = [], [], [], [], 0
+    try:
+        for i, (table, q) in enumerate(iter_input(input_file, text_column, label="sign")):
+            quarantined.extend(q)
+            part = ws.folder / f"input-{i:05d}.parquet"
+            pq.write_table(table, part)
+            parts.append(part)
+            signs.append(ws.sign_shard(i, offset, table.column("text"), workers=workers))
+            ranks.append(table.select([c for c in RANK_COLUMNS if c in table.column_names]))
+            offset += table.num_rows
+        plan = ws.plan(signs, pa.concat_tables(ranks, promote_options="permissive"))
+        del ranks
+        with progress_bar(f"dedup {input_file.name}", plan.bands + len(parts)) as advance:
+            band_files = []
+            for b in range(plan.bands):
+                band_files.append(ws.band_candidates(plan, b))
+                advance()
+            decisions = ws.decide(plan, band_files)
+            writer = KeptRejectedWriter(out, text_column)
+            ids = ws.ids()
+            exact = near = 0
+            try:
+                for part, sign in zip(parts, signs):
+                    kept, rejected = ws.shard_tables(pq.read_table(part), sign.offset, decisions, ids)
+                    writer.write(kept, rejected)
+                    if rejected.num_rows:
+                        is_exact = pa.compute.starts_with(rejected.column("drop_reason"), "exact_duplicate_of:")
+                        exact += int(pa.compute.sum(is_exact).as_py() or 0)
+                        near += rejected.num_rows - int(pa.compute.sum(is_exact).as_py() or 0)
+                    advance()
+            finally:
+                writer.close(quarantined)
+    finally:
+        ws.remove()
+    largest = int(decisions["size"].max()) if len(decisions["size"]) else 0
+    console.print(f"rows {offset}, kept {offset - exact - near}, exact duplicates {exact}, near duplicates {near}, "
+                  f"largest cluster {largest}, quarantined {len(quarantined)}; written to {out}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command("judge")

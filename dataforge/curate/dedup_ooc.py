@@ -93,8 +93,8 @@ class Workspace:
 
     # --- 1. signatures -------------------------------------------------------------------------
 
-    def sign_shard(self, shard: int, offset: int, texts: pa.Array | pa.ChunkedArray) -> ShardSigns:
-        sig, exact_hash, norm_len = sign_texts(texts, self.cfg)
+    def sign_shard(self, shard: int, offset: int, texts: pa.Array | pa.ChunkedArray, workers: int = 1) -> ShardSigns:
+        sig, exact_hash, norm_len = sign_texts(texts, self.cfg, workers)
         n = sig.shape[0]
         np.save(self._path("sig", shard, ".npy"), sig)
         np.save(self._path("exact", shard, ".npy"), np.stack([exact_hash, norm_len.astype(np.uint64)]))
@@ -136,7 +136,8 @@ class Workspace:
             w.write_table(pa.table({"id": ids}))
         return Plan(n, len(reps), self.bands, self.rows)
 
-    def _ids(self) -> pa.Array:
+    def ids(self) -> pa.Array:
+        """Every input row's id (memory-mapped from the workspace)."""
         return pa.ipc.open_file(pa.memory_map(str(self._path("ids", None, ".arrow")))).read_all().column(0)
 
     # --- 3. candidates, band by band -------------------------------------------------------------
@@ -247,7 +248,7 @@ class Workspace:
     def shard_tables(self, table: pa.Table, offset: int, decisions: dict[str, np.ndarray],
                      ids: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
         """(kept, rejected) of one input shard whose first row is global row ``offset``."""
-        ids = self._ids() if ids is None else ids
+        ids = self.ids() if ids is None else ids
         table = table.drop_columns([c for c in table.column_names if c.startswith("dedup_")])
         k = table.num_rows
         glob = np.arange(offset, offset + k, dtype=np.int64)
@@ -309,7 +310,7 @@ def dedup_tables_out_of_core(tables: Sequence[pa.Table], cfg: DedupConfig, folde
                                 promote_options="permissive")
         plan = ws.plan(signs, rank)
         decisions = ws.decide(plan, [ws.band_candidates(plan, b) for b in range(plan.bands)])
-        ids = ws._ids()
+        ids = ws.ids()
         outs = [ws.shard_tables(t, s.offset, decisions, ids) for t, s in zip(tables, signs)]
         return (pa.concat_tables([o[0] for o in outs], promote_options="permissive"),
                 pa.concat_tables([o[1] for o in outs], promote_options="permissive"))

@@ -118,7 +118,7 @@ def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Ded
               else input_schema(io))
     kept_entries, rej_entries, kept_schema = [], [], None
     rows_in = rows_kept = rows_dropped = 0
-    ids = ws._ids()
+    ids = ws.ids()
     for i, p in enumerate(paths):
         table = pa.concat_tables([schema.empty_table(), run.read_file(p)], promote_options="permissive")
         kept, rejected = ws.shard_tables(table, by_shard[i].offset, decisions, ids)
