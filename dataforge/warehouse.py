@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from dataforge.browse.labels import LABEL_SCHEMA, label_files
 from dataforge.records import DROP_FIELDS, SAMPLE_SCHEMA
 from dataforge.stages.registry import final_among, stage_order
 from dataforge.store import MANIFEST, Run, manifest_files
@@ -58,6 +59,17 @@ def _register_rows(con: duckdb.DuckDBPyConnection, name: str, files: list[str], 
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT NULL::VARCHAR AS stage, * FROM _{name}_empty")
 
 
+def _register_labels(con: duckdb.DuckDBPyConnection, run: Run) -> None:
+    """The ``labels`` view: every label file under ``<run>/labels/`` (``dataforge browse``), one table."""
+    files = [str(p) for p in label_files(run)]
+    if files:
+        con.execute(f"CREATE OR REPLACE VIEW labels AS SELECT * FROM read_parquet({_sql_list(files)}, "
+                    "union_by_name = true)")
+    else:
+        con.register("_labels_empty", LABEL_SCHEMA.empty_table())
+        con.execute("CREATE OR REPLACE VIEW labels AS SELECT * FROM _labels_empty")
+
+
 def _stages_table(run: Run) -> pa.Table:
     rec = run.load_record()
     names = list(rec.stages)
@@ -91,6 +103,7 @@ def connect(run: Run, views_sql: Path | None = None, *, verify: bool = True) -> 
     con.register("_stages", _stages_table(run))
     con.execute("CREATE OR REPLACE TABLE stages AS SELECT * FROM _stages")
     con.unregister("_stages")
+    _register_labels(con, run)
     con.execute((views_sql or WAREHOUSE_DIR / "views.sql").read_text())
     return con
 

@@ -166,12 +166,12 @@ ORDER BY rows DESC, opener;
 -- ---- quality gates: what each stage dropped, per reason, with one example -----------------
 -- `reason` (the macro reason_key) is the drop reason without its details: `wrong_step:<excerpt>` -> wrong_step,
 -- `noncompliant:meta_talk:<excerpt>` -> noncompliant:meta_talk, `gopher_quality:min_doc_words`
--- stays, `judge:score_2<4.5` -> judge. The example is the row with the smallest id: its id, its
+-- and `c4:min_sentences` stay, `judge:score_2<4.5` -> judge. The example is the row with the smallest id: its id, its
 -- full drop reason, and the start of its text (for a CoT sample: the question and rationale).
 CREATE OR REPLACE MACRO reason_key(r) AS
-    CASE WHEN regexp_full_match(split_part(coalesce(r, ''), ':', 2), '[a-z][a-z_]*')
-         THEN regexp_extract(coalesce(r, ''), '^[A-Za-z_]+') || ':' || split_part(r, ':', 2)
-         ELSE regexp_extract(coalesce(r, ''), '^[A-Za-z_]+') END;
+    CASE WHEN regexp_full_match(split_part(coalesce(r, ''), ':', 2), '[a-z][a-z0-9_]*')
+         THEN regexp_extract(coalesce(r, ''), '^[A-Za-z_][A-Za-z0-9_]*') || ':' || split_part(r, ':', 2)
+         ELSE regexp_extract(coalesce(r, ''), '^[A-Za-z_][A-Za-z0-9_]*') END;
 
 CREATE OR REPLACE VIEW gate_drops AS
 WITH r AS (

@@ -57,6 +57,8 @@ def train(
     negative: list[str] | None = typer.Option(None, "--negative", help="Label-0 rows. " + SOURCE_HELP),
     labelled: Path | None = typer.Option(None, "--labelled", help="A .jsonl/.json/.parquet of rows with a label "
                                                                      "column (0/1, or ratings 0..5 from `classifier label`)"),
+    labels_run: str | None = typer.Option(None, "--labels", metavar="RUN", help="The human labels of a run "
+                                           "(`dataforge browse`: good = 1, bad = 0, texts joined from the run's rows)"),
     label_column: str = typer.Option("label", "--label-column", help="Column of --labelled holding the label"),
     kind: str = typer.Option("auto", "--kind", help="auto | binary | rating (labels of --labelled)"),
     text_column: str = typer.Option("text", "--text-column", help="Text column of sources that name none, and of --labelled"),
@@ -81,8 +83,9 @@ def train(
 ) -> None:
     """Train a fastText quality classifier and write the model with its card.
 
-    Labels come from a recipe, from --positive/--negative sources (label 1 / 0), or from a
-    --labelled file. Defaults are DCLM's (supervised, word bigrams, lr 0.1, dim 100, 5 epochs,
+    Labels come from a recipe, from --positive/--negative sources (label 1 / 0), from a
+    --labelled file, or from a run's good/bad labels made in `dataforge browse` (--labels RUN).
+    Defaults are DCLM's (supervised, word bigrams, lr 0.1, dim 100, 5 epochs,
     one thread with a seed: deterministic). A stratified held-out split gives precision,
     recall, F1 (at 0.5; for ratings at an expected rating >= 2.5) and ROC-AUC, before and after
     quantization; card.md and card.json (sources with sha256, label counts, hyperparameters,
@@ -104,9 +107,9 @@ def train(
 
     if kind not in ("auto", "binary", "rating"):
         fail(f"--kind must be auto, binary or rating, got {kind!r}")
-    given = [x for x in (recipe, labelled, positive or negative) if x]
+    given = [x for x in (recipe, labelled, positive or negative, labels_run) if x]
     if len(given) != 1:
-        fail("give one of --recipe, --labelled FILE, or --positive SRC and --negative SRC")
+        fail("give one of --recipe, --labelled FILE, --labels RUN, or --positive SRC and --negative SRC")
     extra: dict = {}
     if recipe is not None:
         rec = load_recipe(recipe)
@@ -117,7 +120,13 @@ def train(
     else:
         resolve = path_resolver(None, shared_data)
         base, model_name, description = TrainParams(), name or "quality", ""
-        if labelled is not None:
+        if labels_run is not None:
+            from dataforge.curate.classifier import labelled_from_run
+
+            data = labelled_from_run(common.pick_run(data_root, labels_run))
+            model_name = name or "human_labels"
+            description = f"good vs bad samples as labelled in `dataforge browse` on run {labels_run}"
+        elif labelled is not None:
             data = labelled_from_file(labelled, text_column, label_column, kind)  # type: ignore[arg-type]
         else:
             if not positive or not negative:

@@ -36,6 +36,7 @@ from dataforge.curate.classifier.labels import (
     clean_labelled,
     label_kind,
     labelled_from_file,
+    labelled_from_run,
     labelled_from_sources,
     stratified_folds,
     stratified_split,
@@ -66,7 +67,7 @@ __all__ = [
     "SourceRows", "SourceSpec", "Spec", "TrainParams", "auc_ci95", "average_ranks", "binary_metrics",
     "card_markdown", "clean_labelled", "column_values", "cross_validate", "default_shared_data", "evaluate",
     "in_memory_model", "joined_text", "label_kind", "labelled_from_file", "labelled_from_recipe",
-    "labelled_from_sources", "load_recipe", "load_source", "parse_source", "path_resolver", "read_records",
+    "labelled_from_run", "labelled_from_sources", "load_recipe", "load_source", "parse_source", "path_resolver", "read_records",
     "roc_auc", "stratified_folds", "stratified_split", "train_classifier", "validation_message", "write_card",
     "zeroed_allocations",
 ]

@@ -154,3 +154,47 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
         for j, part in enumerate(np.array_split(idx, k)):
             folds[j].append(part)
     return [np.sort(np.concatenate(f)) for f in folds]
+
+
+MIN_RUN_LABELS = 5  # of each label: a held-out split and a model need a few of both
+
+
+def labelled_from_run(run) -> Labelled:
+    """The human labels of a run (``dataforge browse``: ``<run>/labels/``): each sample's latest
+    label, good as 1 and bad as 0, its text joined from the run's rows by id (kept or dropped,
+    any stage). Refused with fewer than :data:`MIN_RUN_LABELS` of either label."""
+    import hashlib
+
+    from dataforge.browse.labels import CURRENT_LABELS_SQL, label_files
+    from dataforge.warehouse import connect, fetch_arrow
+
+    files = label_files(run)
+    hint = f"label samples with `dataforge browse {run.run_id}` (+ good, - bad)"
+    if not files:
+        raise ClassifierError(f"run {run.run_id} has no labels ({run.dir / 'labels'} holds no label file): {hint}")
+    con = connect(run)
+    try:
+        rows = fetch_arrow(con, f"""
+            WITH cur AS ({CURRENT_LABELS_SQL.format(labels='labels')}),
+                 texts AS (SELECT id, min(text) AS text FROM (
+                               SELECT id, text FROM kept_rows WHERE id IN (SELECT id FROM cur)
+                               UNION ALL SELECT id, text FROM rejected_rows WHERE id IN (SELECT id FROM cur))
+                           GROUP BY id)
+            SELECT cur.id, cur.label, texts.text FROM cur LEFT JOIN texts USING (id) ORDER BY cur.id""").to_pylist()
+    finally:
+        con.close()
+    matched = [r for r in rows if r["text"] is not None]
+    good = sum(1 for r in matched if r["label"] == "good")
+    bad = sum(1 for r in matched if r["label"] == "bad")
+    if good < MIN_RUN_LABELS or bad < MIN_RUN_LABELS:
+        raise ClassifierError(f"run {run.run_id} has {good} good and {bad} bad labelled samples; training needs at "
+                              f"least {MIN_RUN_LABELS} of each: {hint}")
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(file_sha256(p).encode())
+    unmatched = len(rows) - len(matched)
+    info = {"source": f"labels of run {run.run_id} ({len(files)} label files)", "run": run.run_id,
+            "sha256": digest.hexdigest(), "rows_read": len(rows), "rows_selected": len(matched), "good": good,
+            "bad": bad, "unmatched": unmatched, "label": "good=1, bad=0"}
+    return Labelled([r["text"] for r in matched], np.array([1 if r["label"] == "good" else 0 for r in matched], np.int64),
+                    "binary", [info], {"unmatched": unmatched} if unmatched else {})
