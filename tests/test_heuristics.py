@@ -537,7 +537,74 @@ EDGE_TEXTS = [
 ]
 
 
+# More texts where a kernel over the UTF-8 buffer could go wrong: every line separator, every kind
+# of whitespace, multi-byte characters at line ends, very long lines and words, many short lines,
+# repeated paragraphs, punctuation only, citations with non-ASCII digits, the two non-ASCII
+# characters that lower-case to ASCII (the Kelvin sign to "k", "İ" to "i" + a combining dot).
+MORE_EDGE_TEXTS = [
+    "\r", "\r\n", "\r\n\r\n", "\n\r", "a\r\n\r\nb", "a\n\r\n\nb", "x\x1fy\x1dz", "\x85", "\u2028\u2029", " \u3000 ",
+    "!!!", "... … ... …", "#\n#\n#", "?!.\n'\n\"", "—–-‐", "(((((", ".....", "......\n.......", "\n\n",
+    "end.\n" * 500, "\n".join(f"line {i}." for i in range(3000)),
+    ("Para one is here. It has words.\n\nPara two is here.\n\n" * 20).strip(),
+    "A paragraph.\n\n\n\nA paragraph.\n \nA paragraph.\n\n", "\n\nA\n\nA\n\n",
+    "word " * 5000, "x" * 3000 + ".", "é" * 1001 + " is long. " * 3, "é" * 999 + " fits. " * 6,
+    "Das Ende。\nएक वाक्य।\nالنهاية؟\nΤέλος;\nКонец.",
+    "The \u212aelvin policy: this site uses coo\u212aies. Coo\u212aie policy applies to all of us here.",
+    "JAVASCR\u0130PT is \u0130stanbul. LOREM \u0130PSUM dolor sit amet. Lorem ipsum\u0130 here.",
+    "A cited line[١٢] ends here now.\nAnother[12][edit].\n[citation needed]Start of it.\nEnd with a cite. [3]",
+    "Line with [ bracket and ] other.\nDots and more..[1].\nA quote here.\"[2]\nA line[1]...",
+    "😀😀😀 🎉. Emoji line one.\n😀😀😀 🎉. Emoji line one.",
+    "\t\tindented bullet\n  • dot bullet\n  - dash\n+ plus\n–en dash\n-\n*\n-\u3000wide",
+    "Mixed\u00a0nbsp\u2009thin\u202fnarrow and\u205fmath spaces. Done here now.",
+    "trailing spaces   \nand tabs\t\t\n   \n", "{\n}\n{}", "Lorem ipsum dolor.\nThe {x} and y are here.",
+]
+
+FUZZ_PIECES = ["the", "The", "of", "and", "to", "word", "Words", "Mr.", "U.S.", "don't", "e-mail", "3.14", "1,000",
+               "10km", "$5", "中文", "ünï", "Ωmega", "😀", ".", ",", "!", "?", "...", "…", "#", "—", "(", ")", ":",
+               "[1]", "[edit]", "[citation needed]", "[١]", "[", "]", "{", "}", "lorem ipsum", "JavaScript",
+               "privacy policy", "uses cookies", "\u212a", "\u0130", "•", "-", "*", "–", "\"", "'", "。", "।", "é" * 40]
+FUZZ_SEPARATORS = [" ", " ", " ", " ", "  ", "\t", "\n", "\n", "\n\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f",
+                   "\x85", "\xa0", "\u2028", "\u3000", ""]
+
+
+def fuzz_texts(n: int, seed: int) -> list[str]:
+    """Random texts of tricky pieces and separators; a third repeat a slice of themselves (so
+    lines, paragraphs and n-grams repeat)."""
+    import random
+
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(0, 150)):
+            parts.append(rng.choice(FUZZ_PIECES))
+            parts.append(rng.choice(FUZZ_SEPARATORS))
+        text = "".join(parts)
+        if rng.random() < 0.35:
+            text += rng.choice(["\n", "\n\n", " "]) + text[:rng.randint(0, len(text))]
+        texts.append(text)
+    return texts
+
+
+def fuzz_configs() -> list[H.HeuristicsConfig]:
+    return [
+        H.HeuristicsConfig.model_validate(ALL_FAMILIES),
+        H.HeuristicsConfig.model_validate({
+            "gopher_quality": {"stop_words": ["the", "DER", "straße", "ΚΑΙ", "k"]},
+            "gopher_repetition": {"enabled": True},
+            "c4": {"enabled": True, "remove_citations": False, "filter_no_terminal_punct": False,
+                   "min_words_per_line": None, "max_word_length": 5, "filter_policy": False},
+            "fineweb_quality": {"enabled": True, "short_line_length": 5, "line_punct_exclude_zero": True}}),
+        H.HeuristicsConfig.model_validate({"gopher_quality": {"definitions": "datatrove",
+                                                              "stop_words": ["The", "of", "and", "."]},
+                                           "c4": {"enabled": True, "min_sentences": 1}}),
+        only("c4", min_words_per_line=1, max_word_length=40),
+    ]
+
+
 def assert_paths_agree(texts: list, cfg: H.HeuristicsConfig) -> None:
+    """The bulk path gives exactly the reference's metrics (floats too: both divide the same
+    integers), drop reasons and cleaned texts."""
     fm, fr, fc = H.heuristics_table(texts, cfg, fast=True)
     rm, rr, rc = H.heuristics_table(texts, cfg, fast=False)
     assert fm.schema == rm.schema
@@ -545,10 +612,7 @@ def assert_paths_agree(texts: list, cfg: H.HeuristicsConfig) -> None:
         fast_col, ref_col = fm.column(name).to_pylist(), rm.column(name).to_pylist()
         for i, (a, b) in enumerate(zip(fast_col, ref_col)):
             assert (a is None) == (b is None), (name, i)
-            if isinstance(b, float):
-                assert a == pytest.approx(b, rel=1e-12, abs=1e-12), (name, i, texts[i] and texts[i][:80])
-            else:
-                assert a == b, (name, i, texts[i] and texts[i][:80])
+            assert a == b, (name, i, a, b, texts[i] and texts[i][:80])
     assert fr == rr
     assert fc == rc
 
@@ -566,6 +630,60 @@ def test_fast_path_equals_reference_on_edge_cases() -> None:
         {"gopher_quality": {"definitions": "datatrove", "stop_words": ["The", "of", "and"]}}))
     assert_paths_agree([], H.HeuristicsConfig.model_validate(ALL_FAMILIES))
     assert_paths_agree([None, None], H.HeuristicsConfig.model_validate(ALL_FAMILIES))
+
+
+def test_fast_path_equals_reference_on_more_edge_cases() -> None:
+    for cfg in fuzz_configs():
+        assert_paths_agree(MORE_EDGE_TEXTS, cfg)
+    # each text alone too (a text's neighbours in the buffer must not matter)
+    for text in MORE_EDGE_TEXTS[:20]:
+        assert_paths_agree([text], fuzz_configs()[0])
+
+
+def test_fast_path_equals_reference_on_random_texts() -> None:
+    texts = fuzz_texts(300, seed=14)
+    for cfg in fuzz_configs():
+        assert_paths_agree(texts, cfg)
+
+
+def test_chunk_cache_paths(monkeypatch) -> None:
+    """The bulk path's per-process chunk cache: entries made without tokens get them when a later
+    call needs them, C4 alone tokenizes only its kept lines, an overflowing cache is cleared."""
+    from dataforge.curate import heuristics_fast as F
+
+    texts = EDGE_TEXTS + MORE_EDGE_TEXTS + fuzz_texts(80, seed=5)
+    every = H.HeuristicsConfig.model_validate(ALL_FAMILIES)
+    F.clear_caches()
+    assert_paths_agree(texts, only("gopher_quality"))
+    assert_paths_agree(texts, every)
+    F.clear_caches()
+    assert_paths_agree(texts, only("c4"))
+    assert_paths_agree(texts, every)
+    assert_paths_agree(texts, H.HeuristicsConfig.model_validate({"gopher_quality": {"definitions": "datatrove"}}))
+    monkeypatch.setattr(F.ChunkCache, "max_entries", 10)
+    for part in (texts[:10], texts[10:40], texts[40:]):
+        assert_paths_agree(part, every)
+    assert F.CHUNK_CACHE.n > 10  # filled past the bound within a call, cleared at the next one
+
+
+def test_bulk_path_from_threads() -> None:
+    """Threads share the chunk cache (the kernels release the GIL): each call still gets the
+    reference's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dataforge.curate import heuristics_fast as F
+
+    texts = fuzz_texts(240, seed=21)
+    parts = [texts[i::6] for i in range(6)]
+    configs = fuzz_configs()
+    jobs = [(part, configs[i % len(configs)]) for i, part in enumerate(parts)] * 2
+    expected = [H.heuristics_table(part, cfg, fast=False) for part, cfg in jobs]
+    F.clear_caches()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda job: H.heuristics_table(job[0], job[1]), jobs))
+    for (fm, fr, fc), (rm, rr, rc) in zip(got, expected):
+        assert fm.to_pylist() == rm.to_pylist()
+        assert (fr, fc) == (rr, rc)
 
 
 @pytest.mark.shared_data

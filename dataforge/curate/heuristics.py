@@ -28,8 +28,8 @@ for English: with spaCy's rule-based tokenizer and sentencizer, ported in
 the decisions agree with datatrove's.
 
 This module is the readable reference: one Python pass per document. The stage runs the bulk
-implementation in :mod:`dataforge.curate.heuristics_fast` (Arrow string kernels, numpy and a
-numba kernel), which is tested to give the same metrics and decisions. The rules themselves
+implementation in :mod:`dataforge.curate.heuristics_fast` (one numba scan over the UTF-8
+buffer, a cache of distinct chunks, an exact n-gram kernel), which is tested to give the same metrics and decisions. The rules themselves
 (families, metrics, bounds, schemas, character sets) are data in
 :mod:`dataforge.curate.heuristics_rules`, which both read.
 """

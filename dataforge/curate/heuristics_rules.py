@@ -33,6 +33,12 @@ def punctuation_and_symbols() -> frozenset[str]:
     )
 
 
+@functools.cache
+def punctuation() -> frozenset[str]:
+    """Every Unicode character of category P* (spaCy's ``is_punct`` is a token made only of these)."""
+    return frozenset(ch for ch in punctuation_and_symbols() if unicodedata.category(ch)[0] == "P")
+
+
 TERMINAL_PUNCTUATION = frozenset(
     "!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964"
     "\u0965\u104a\u104b\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803"

@@ -36,21 +36,10 @@ def _rules() -> dict:
         "suffix": re.compile(data["suffix"][0], data["suffix"][1]).search,
         "infix": re.compile(data["infix"][0], data["infix"][1]).finditer,
         "url": re.compile(data["url"][0], data["url"][1]).match,
-        "special": _Specials({k: tuple(v) for k, v in data["special_cases"].items()}),
+        "special": {k: tuple(v) for k, v in data["special_cases"].items()},
+        "longest": max(map(len, data["special_cases"]), default=0),
         "punct_chars": frozenset(data["sentence_punct_chars"]),
     }
-
-
-class _Specials(dict):
-    """The special cases; ``in`` skips hashing strings longer than the longest case (peeling a
-    long chunk one mark at a time would otherwise hash every remainder)."""
-
-    def __init__(self, cases: dict) -> None:
-        super().__init__(cases)
-        self.longest = max(map(len, cases), default=0)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and len(key) <= self.longest and dict.__contains__(self, key)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -62,7 +51,7 @@ def chunk_tokens(chunk: str) -> tuple[str, ...]:
     simple = _simple_shape(chunk, special)
     if simple is not None:
         return simple
-    tokens = _affix_tokens(chunk, special)
+    tokens = _affix_tokens(chunk, special, _rules()["longest"])
     patterns = _special_patterns()
     if not any(tok in patterns for tok in tokens):
         return tokens
@@ -110,7 +99,7 @@ def _special_patterns() -> dict[str, list[tuple[tuple[str, ...], tuple[str, ...]
     """First token -> [(tokens the affix rules make of a special case, its special tokens)]."""
     patterns: dict[str, list] = {}
     for key, replacement in _rules()["special"].items():
-        pattern = _affix_tokens(key, {})
+        pattern = _affix_tokens(key, {}, 0)
         if pattern and pattern != replacement and "".join(pattern) == "".join(replacement):
             patterns.setdefault(pattern[0], []).append((pattern, replacement))
     for options in patterns.values():
@@ -137,7 +126,10 @@ def _suffix_search(substring: str):
     return m
 
 
-def _affix_tokens(chunk: str, special: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+def _affix_tokens(chunk: str, special: dict[str, tuple[str, ...]], longest: int) -> tuple[str, ...]:
+    """spaCy's affix pass over one chunk. A remainder longer than ``longest`` (the longest special
+    case) is not looked up: peeling a long chunk one mark at a time would otherwise hash every
+    remainder."""
     r = _rules()
     prefix_search, infix_finditer, url_match = r["prefix"], r["infix"], r["url"]
     suffix_search = _suffix_search
@@ -145,7 +137,7 @@ def _affix_tokens(chunk: str, special: dict[str, tuple[str, ...]]) -> tuple[str,
     suffixes: list[str] = []
     substring = chunk
     while substring:
-        if substring in special:
+        if len(substring) <= longest and substring in special:
             tokens.extend(special[substring])
             substring = ""
             continue
@@ -155,7 +147,7 @@ def _affix_tokens(chunk: str, special: dict[str, tuple[str, ...]]) -> tuple[str,
             sm = None if pm else suffix_search(substring)
             if not (pm or sm):
                 break
-            if substring in special:
+            if len(substring) <= longest and substring in special:
                 tokens.extend(special[substring])
                 substring = ""
                 break
@@ -165,7 +157,7 @@ def _affix_tokens(chunk: str, special: dict[str, tuple[str, ...]]) -> tuple[str,
                     break
                 tokens.append(substring[:split])
                 substring = substring[split:]
-                if substring in special:
+                if len(substring) <= longest and substring in special:
                     continue
                 sm = suffix_search(substring)
             if sm:
@@ -178,7 +170,7 @@ def _affix_tokens(chunk: str, special: dict[str, tuple[str, ...]]) -> tuple[str,
             continue
         if url_match(substring):
             tokens.append(substring)
-        elif substring in special:
+        elif len(substring) <= longest and substring in special:
             tokens.extend(special[substring])
         else:
             offset = 0
@@ -206,6 +198,11 @@ def tokenize(text: str) -> list[str]:
 def is_punct(token: str) -> bool:
     """spaCy's ``is_punct``: every character is Unicode punctuation (category P*)."""
     return all(unicodedata.category(ch).startswith("P") for ch in token)
+
+
+def sentence_marks() -> frozenset[str]:
+    """The sentencizer's punctuation characters (a token that is one of them ends a sentence)."""
+    return _rules()["punct_chars"]
 
 
 def is_sentence_mark(token: str) -> bool:
