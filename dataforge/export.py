@@ -51,25 +51,37 @@ same folder waits for the first (``lock_timeout``), then replaces it whole. Its 
 is named for it alone and only it is removed on failure; the leftovers of killed exports are
 cleared under the lock, when no other export of that folder can be writing.
 
+**Streaming.** The rows are never all in memory: :func:`export_run` reads the stage's committed
+shards one at a time (:class:`RowSource`), in batches of :data:`EXPORT_BATCH_ROWS` rows cast to
+the shards' unified schema; each batch's layouts and split are computed and appended to the
+open files of the export (:class:`_ExportFile`: Parquet row groups, JSON lines, and the tokens
+layout's shards and offsets, :class:`TokensWriter`), and the counts for the card and manifest
+are summed as they go. The output is the one the whole table would give (a Parquet file of more
+than one batch has more row groups); a file of at most one batch is written whole, as before.
+
 **Verified.** The rows are read with every shard's sha256 checked against its manifest
-(``verify``, on by default): a shard changed after its commit fails the export, naming the file.
+(``verify``, on by default): each shard is read once, checked, then parsed, so a shard changed
+after its commit fails the export when it is reached, naming the file, and leaves nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import chain
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -82,7 +94,20 @@ from dataforge.errors import DataforgeError
 from dataforge.hashing import file_sha256
 from dataforge.progress import progress_bar
 from dataforge.records import MESSAGE_TYPE, render_messages
-from dataforge.store import TMP_PREFIX, FileEntry, Run, folder_lock, fsync_dir, fsync_file, write_manifest
+from dataforge.store import (
+    TMP_PREFIX,
+    FileEntry,
+    Run,
+    folder_lock,
+    fsync_dir,
+    fsync_file,
+    manifest_entries,
+    manifest_schema,
+    read_parquet_schema,
+    read_verified,
+    verify_file,
+    write_manifest,
+)
 from dataforge.tokens import (
     DEFAULT_SHARD_TOKENS,
     EOS_CANDIDATES,
@@ -339,15 +364,19 @@ def _card(title: str, license_id: str, table_rows: int, kinds: Mapping[str, int]
 
 # --- writing -------------------------------------------------------------------------------
 
-def write_jsonl(path: Path, table: pa.Table) -> None:
-    """JSON lines of ``table`` in bulk (polars; UTF-8, compact separators)."""
+def write_jsonl(path: Path | BinaryIO, table: pa.Table) -> None:
+    """JSON lines of ``table`` in bulk (polars; UTF-8, compact separators) to a path, or
+    appended to a file open for binary writing."""
     pl.from_arrow(table).write_ndjson(path)
 
 
-def write_jsonl_reference(path: Path, table: pa.Table) -> None:
+def write_jsonl_reference(path: Path | BinaryIO, table: pa.Table) -> None:
     """The same, a ``json.dumps`` per row (the reference :func:`write_jsonl` is tested against)."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in table.to_pylist())
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.to_pylist()).encode("utf-8")
+    if isinstance(path, (str, os.PathLike)):
+        Path(path).write_bytes(data)
+    else:
+        path.write(data)
 
 
 def write_file(tmp: Path, rel: str, fmt: str, layout: str, table: pa.Table, engine: str) -> FileEntry:
@@ -386,30 +415,66 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(d)
 
 
-def _write_layouts(tmp: Path, table: pa.Table, messages: pa.ListArray | None, kinds: Sequence[str],
-                   formats: Sequence[str], is_val: np.ndarray, prompt_style: str, engine: str,
-                   entries: list[FileEntry], layouts: dict[str, dict], data_files: dict[str, dict[str, str]],
-                   advance) -> None:
-    """Every file of every layout and split; fills ``entries``, ``layouts`` and ``data_files``."""
-    for layout in kinds:
-        if engine == "arrow":
-            full, included = layout_arrow(table, messages, layout, prompt_style)
+class _ExportFile:
+    """One file of the export (a layout's split in one format), fed part by part as the rows
+    stream (a part: the rows of one batch's layout in that split). Parts are gathered until
+    they hold :data:`EXPORT_BATCH_ROWS` rows, then written together: a Parquet row group
+    (``pq.ParquetWriter``, the settings of ``pq.write_table``) or JSON lines appended (the same
+    bytes as one whole write). A file that never gathers that many rows is written whole by
+    :func:`write_file` when it is closed, so it is the same bytes as ever (one row group)."""
+
+    def __init__(self, tmp: Path, rel: str, fmt: str, layout: str, engine: str) -> None:
+        self.tmp, self.rel, self.fmt, self.layout, self.engine = tmp, rel, fmt, layout, engine
+        self._parts: list[pa.Table] = []
+        self._pending = 0
+        self._sink: Any = None  # a pq.ParquetWriter or a binary file, once streaming
+        self._rows = 0
+
+    def add(self, part: pa.Table) -> None:
+        self._parts.append(part)
+        self._pending += part.num_rows
+        if self._pending >= EXPORT_BATCH_ROWS:
+            self._flush()
+
+    def _gathered(self) -> pa.Table:
+        table = pa.concat_tables(self._parts) if len(self._parts) > 1 else self._parts[0]
+        self._parts, self._pending = [], 0
+        return table
+
+    def _flush(self) -> None:
+        table = self._gathered()  # one row group of the parts (chunked: written in turn, not copied)
+        if self._sink is None:
+            path = self.tmp / self.rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if self.fmt == "parquet":
+                self._sink = pq.ParquetWriter(path, table.schema, compression="zstd")
+            else:
+                self._sink = open(path, "wb")  # noqa: SIM115 — closed by close() or abort()
+        if self.fmt == "parquet":
+            self._sink.write_table(table)
         else:
-            full, included = layout_reference(table, layout, prompt_style)
-        val = is_val[included]
-        counts = {"no_prompt": int((~included).sum())} if layout == "prompt_completion" else {}
-        for split in SPLITS:
-            part = full.filter(pa.array(val if split == "validation" else ~val))
-            counts[split] = part.num_rows
-            if split == "validation" and part.num_rows == 0:
-                continue
-            for fmt in formats:
-                entries.append(write_file(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout, part, engine))
-            # the Hub card points at the Parquet file when there is one
-            fmt = "parquet" if "parquet" in formats else "jsonl"
-            data_files.setdefault(layout, {})[split] = f"{layout_dir(layout)}{split}.{fmt}"
-        layouts[layout] = {k: counts[k] for k in (*SPLITS, *(["no_prompt"] if "no_prompt" in counts else []))}
-        advance()
+            (write_jsonl if self.engine == "arrow" else write_jsonl_reference)(
+                self._sink, table.select(jsonl_columns(self.layout)))
+        self._rows += table.num_rows
+
+    def close(self) -> FileEntry:
+        if self._sink is None:  # whole, as one table in memory is written (the same bytes)
+            return write_file(self.tmp, self.rel, self.fmt, self.layout, self._gathered().combine_chunks(),
+                              self.engine)
+        if self._parts:
+            self._flush()
+        self._sink.close()
+        self._sink = None
+        path = self.tmp / self.rel
+        fsync_file(path)
+        return FileEntry(self.rel, self._rows, path.stat().st_size, file_sha256(path))
+
+    def abort(self) -> None:
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                self._sink.close()
+            self._sink = None
+        self._parts = []
 
 
 # --- the tokens layout ---------------------------------------------------------------------
@@ -570,93 +635,242 @@ def write_tokenizer_copy(tok: ExportTokenizer, folder: Path) -> list[FileEntry]:
     return out
 
 
+def _write_index(path: Path, raw: Path, docs: int) -> None:
+    """``path``: the ``.npy`` of the uint64 offsets ``[0, *ends]`` whose ends (``docs`` of them,
+    raw little-endian) are in ``raw`` — the same bytes as ``np.save`` of the whole array, copied
+    from the file in pieces, never all in memory."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(np.dtype("<u8")),
+                                                  "fortran_order": False, "shape": (docs + 1,)})
+    with open(path, "wb") as out, open(raw, "rb") as ends:
+        out.write(header.getvalue())
+        out.write(np.zeros(1, "<u8").tobytes())
+        shutil.copyfileobj(ends, out, 1 << 20)
+
+
+class TokensWriter:
+    """The ``tokens`` layout under ``tmp/tokens/`` (format: :mod:`dataforge.tokens`), written as
+    the rows stream: :meth:`add` encodes a batch's texts :data:`TOKENS_BATCH_ROWS` rows at a
+    time into each split's ``.bin`` shards and appends the documents' end offsets to a raw file
+    (nothing per row is kept in memory); :meth:`finish` writes the indexes, the tokenizer copy
+    and ``tokens.json`` and returns the manifest entries and the counts."""
+
+    def __init__(self, tmp: Path, tok: ExportTokenizer, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                 batch_rows: int | None = None) -> None:
+        if shard_tokens < 1:
+            raise ExportError(f"shard_tokens must be at least 1, got {shard_tokens}")
+        self.tok, self.shard_tokens, self.batch_rows = tok, shard_tokens, batch_rows
+        self.folder = tmp / TOKENS_DIR
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dtype = token_dtype(tok.vocab_size)
+        self._shards = {s: TokenShards(self.folder, s, self.dtype, shard_tokens) for s in SPLITS}
+        self._ends = {s: open(self._raw(s), "wb") for s in SPLITS}  # noqa: SIM115 — closed by finish/abort
+        self.docs = dict.fromkeys(SPLITS, 0)
+        self.tokens = dict.fromkeys(SPLITS, 0)
+
+    def _raw(self, split: str) -> Path:
+        return self.folder / f"{TMP_PREFIX}{split}.offsets"
+
+    def add(self, texts: pa.ChunkedArray | pa.Array, is_val: np.ndarray) -> None:
+        """Encode ``texts`` (a batch of the ``text`` column, in row order; ``is_val``: which go
+        to validation) and append them to their splits."""
+        batch_rows = self.batch_rows or TOKENS_BATCH_ROWS
+        tok = self.tok
+        for lo in range(0, len(texts), batch_rows):
+            batch = [t or "" for t in texts.slice(lo, batch_rows).to_pylist()]
+            flat, lens = encode_documents(tok.backend, batch, tok.eos_id)
+            if len(flat) and int(flat.max()) >= tok.vocab_size:
+                raise ExportError(f"{tok.path}: the tokenizer produced id {int(flat.max())} beyond its vocabulary "
+                                  f"of {tok.vocab_size}")
+            val = is_val[lo:lo + len(batch)]
+            for split, docs in (("train", ~val), ("validation", val)):
+                if docs.all():
+                    self._append(split, flat, lens)
+                elif docs.any():
+                    self._append(split, flat[np.repeat(docs, lens)], lens[docs])
+
+    def _append(self, split: str, ids: np.ndarray, lens: np.ndarray) -> None:
+        self._shards[split].write(ids)
+        ends = self.tokens[split] + np.cumsum(lens)
+        self._ends[split].write(ends.astype("<u8").tobytes())
+        self.docs[split] += len(lens)
+        self.tokens[split] += int(lens.sum())
+
+    def finish(self) -> tuple[list[FileEntry], dict]:
+        entries: list[FileEntry] = []
+        splits: dict[str, dict] = {}
+        for split in SPLITS:
+            self._ends[split].close()
+            raw = self._raw(split)
+            if split == "validation" and self.docs[split] == 0:
+                raw.unlink()
+                continue  # a split with no row has no file
+            idx = self.folder / index_name(split)
+            _write_index(idx, raw, self.docs[split])
+            raw.unlink()
+            fsync_file(idx)
+            shards = self._shards[split].close()
+            entries += [FileEntry(f"{TOKENS_DIR}/{idx.name}", self.docs[split], idx.stat().st_size, file_sha256(idx)),
+                        *shards]
+            splits[split] = {"docs": self.docs[split], "tokens": self.tokens[split], "index": idx.name,
+                             "shards": [{"file": PurePosixPath(e.name).name, "tokens": e.rows} for e in shards]}
+        tok = self.tok
+        entries += write_tokenizer_copy(tok, self.folder / TOKENIZER_COPY)
+        meta = {"format": TOKENS_FORMAT, "version": TOKENS_VERSION, "dtype": self.dtype.name, "byte_order": "little",
+                "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "eos_token": tok.eos_token,
+                "eos": "appended after every document (the last token of offsets[i]:offsets[i+1])",
+                "source": "the text column, in the order of the text layout's rows",
+                "shard_tokens": self.shard_tokens, "tokenizer": tok.info(), "splits": splits}
+        meta_path = self.folder / TOKENS_META
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        fsync_file(meta_path)
+        entries.append(FileEntry(f"{TOKENS_DIR}/{TOKENS_META}", 0, meta_path.stat().st_size, file_sha256(meta_path)))
+        counts = {s: splits.get(s, {}).get("docs", 0) for s in SPLITS}
+        counts.update({f"{s}_tokens": splits.get(s, {}).get("tokens", 0) for s in SPLITS})
+        counts.update({"dtype": self.dtype.name, "eos_id": tok.eos_id,
+                       "shards": sum(len(v["shards"]) for v in splits.values())})
+        return entries, counts
+
+    def abort(self) -> None:
+        for f in self._ends.values():
+            f.close()
+        for w in self._shards.values():
+            w.abort()
+
+
 def write_tokens(tmp: Path, texts: pa.ChunkedArray | pa.Array, is_val: np.ndarray, tok: ExportTokenizer,
                  shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_rows: int | None = None
                  ) -> tuple[list[FileEntry], dict]:
-    """The ``tokens`` layout of ``texts`` (the ``text`` column, in row order) under
-    ``tmp/tokens/`` (format: :mod:`dataforge.tokens`); returns its manifest entries and its
-    counts. Texts are encoded ``batch_rows`` (:data:`TOKENS_BATCH_ROWS`) at a time, with a
-    progress bar."""
-    batch_rows = batch_rows or TOKENS_BATCH_ROWS
-    if shard_tokens < 1:
-        raise ExportError(f"shard_tokens must be at least 1, got {shard_tokens}")
-    folder = tmp / TOKENS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    dtype = token_dtype(tok.vocab_size)
-    writers = {s: TokenShards(folder, s, dtype, shard_tokens) for s in SPLITS}
-    lengths: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    n = len(texts)
+    """The ``tokens`` layout of in-memory ``texts`` (the ``text`` column, in row order) under
+    ``tmp/tokens/`` in one call (:class:`TokensWriter`); returns its manifest entries and counts."""
+    writer = TokensWriter(tmp, tok, shard_tokens, batch_rows)
     try:
-        with progress_bar(f"export tokens ({n:,} rows, {tok.path.name})", -(-n // batch_rows)) as advance:
-            for lo in range(0, n, batch_rows):
-                batch = [t or "" for t in texts.slice(lo, batch_rows).to_pylist()]
-                flat, lens = encode_documents(tok.backend, batch, tok.eos_id)
-                if len(flat) and int(flat.max()) >= tok.vocab_size:
-                    raise ExportError(f"{tok.path}: the tokenizer produced id {int(flat.max())} beyond its vocabulary "
-                                      f"of {tok.vocab_size}")
-                val = is_val[lo:lo + len(batch)]
-                for split, docs in (("train", ~val), ("validation", val)):
-                    if docs.all():
-                        writers[split].write(flat)
-                        lengths[split].append(lens)
-                    elif docs.any():
-                        writers[split].write(flat[np.repeat(docs, lens)])
-                        lengths[split].append(lens[docs])
-                advance()
+        writer.add(texts, is_val)
     except BaseException:
-        for w in writers.values():
-            w.abort()
+        writer.abort()
         raise
-    entries: list[FileEntry] = []
-    splits: dict[str, dict] = {}
-    for split in SPLITS:
-        lens = np.concatenate(lengths[split]) if lengths[split] else np.empty(0, np.int64)
-        if split == "validation" and len(lens) == 0:
-            continue  # a split with no row has no file
-        offsets = np.zeros(len(lens) + 1, dtype="<u8")
-        np.cumsum(lens, out=offsets[1:])
-        idx = folder / index_name(split)
-        np.save(idx, offsets)
-        fsync_file(idx)
-        shards = writers[split].close()
-        entries += [FileEntry(f"{TOKENS_DIR}/{idx.name}", len(lens), idx.stat().st_size, file_sha256(idx)), *shards]
-        splits[split] = {"docs": len(lens), "tokens": int(offsets[-1]), "index": idx.name,
-                         "shards": [{"file": PurePosixPath(e.name).name, "tokens": e.rows} for e in shards]}
-    entries += write_tokenizer_copy(tok, folder / TOKENIZER_COPY)
-    meta = {"format": TOKENS_FORMAT, "version": TOKENS_VERSION, "dtype": dtype.name, "byte_order": "little",
-            "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "eos_token": tok.eos_token,
-            "eos": "appended after every document (the last token of offsets[i]:offsets[i+1])",
-            "source": "the text column, in the order of the text layout's rows", "shard_tokens": shard_tokens,
-            "tokenizer": tok.info(), "splits": splits}
-    meta_path = folder / TOKENS_META
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    fsync_file(meta_path)
-    entries.append(FileEntry(f"{TOKENS_DIR}/{TOKENS_META}", 0, meta_path.stat().st_size, file_sha256(meta_path)))
-    counts = {s: splits.get(s, {}).get("docs", 0) for s in SPLITS}
-    counts.update({f"{s}_tokens": splits.get(s, {}).get("tokens", 0) for s in SPLITS})
-    counts.update({"dtype": dtype.name, "eos_id": tok.eos_id,
-                   "shards": sum(len(v["shards"]) for v in splits.values())})
-    return entries, counts
+    return writer.finish()
 
 
-def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kinds: Sequence[str] = ("chat",),
-                 validation_fraction: float = 0.0, split_salt: str = DEFAULT_SALT,
-                 prompt_style: str = "conversational", license_id: str = "unknown",
-                 title: str = "dataforge export", card_info: Mapping[str, Any] | None = None,
-                 card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow",
-                 lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S,
-                 tokenizer: str | Path | ExportTokenizer | None = None, eos_token: str | None = None,
-                 shard_tokens: int = DEFAULT_SHARD_TOKENS) -> dict:
+# --- reading the rows ----------------------------------------------------------------------
+
+EXPORT_BATCH_ROWS = 16_384  # rows handled at once: a batch and its layouts are what the export holds in memory
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``: its columns in that order, cast to those types, a
+    missing one all null (a shard whose column was all null, or absent, in a stage whose other
+    shards have it)."""
+    if table.schema.equals(schema, check_metadata=True):
+        return table
+    names = set(table.column_names)
+    cols = [table.column(f.name).cast(f.type) if f.name in names else pa.nulls(table.num_rows, f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _shard_schema(path: Path | PurePosixPath, entry: dict, fs: Any, verify: bool) -> pa.Schema:
+    """A committed shard's schema from its footer; with ``verify``, a footer that cannot be read
+    is checked against the manifest first (a changed file is a ChecksumMismatch naming it)."""
+    try:
+        return read_parquet_schema(path, fs)
+    except (OSError, pa.ArrowException):
+        if verify:
+            verify_file(path, entry, fs)
+        raise
+
+
+def _shard_batches(path: Path | PurePosixPath, entry: dict, fs: Any, verify: bool, schema: pa.Schema
+                   ) -> Iterator[pa.Table]:
+    """One committed shard's rows, :data:`EXPORT_BATCH_ROWS` at a time, each cast to ``schema``.
+    With ``verify`` the shard's bytes are read once and checked against its manifest entry
+    before any row is parsed (what is checked is what is exported)."""
+    if verify:
+        source = pa.BufferReader(read_verified(path, entry, fs))
+    elif fs is None:
+        source = pa.OSFile(str(path))
+    else:
+        source = fs.open_input_file(str(path))
+    with source, pq.ParquetFile(source) as pf:
+        for batch in pf.iter_batches(batch_size=EXPORT_BATCH_ROWS):
+            yield conform(pa.Table.from_batches([batch]), schema)
+
+
+def _table_slice(table: pa.Table, lo: int, size: int) -> Iterator[pa.Table]:
+    yield table.slice(lo, size).combine_chunks()
+
+
+@dataclass
+class RowSource:
+    """The rows an export reads, in order, never all at once: their schema and, per step of the
+    progress bar (a stage's shard, or a slice of an in-memory table), a callable giving that
+    step's rows in batches of at most :data:`EXPORT_BATCH_ROWS`, each with that schema."""
+
+    schema: pa.Schema
+    rows: int  # as known before reading (a stage's manifest): for the progress bar
+    steps: list[Callable[[], Iterator[pa.Table]]]
+    step_name: tuple[str, str]  # singular and plural: ("shard", "shards") or ("batch", "batches")
+
+    @classmethod
+    def of_table(cls, table: pa.Table) -> RowSource:
+        """An in-memory table, in slices of :data:`EXPORT_BATCH_ROWS` rows."""
+        n, size = table.num_rows, EXPORT_BATCH_ROWS
+        return cls(table.schema, n, [partial(_table_slice, table, lo, size) for lo in range(0, n, size)],
+                   ("batch", "batches"))
+
+    @classmethod
+    def of_stage(cls, run: Run, stage: str, verify: bool = True) -> RowSource:
+        """The committed kept rows of ``stage``, shard by shard (``verify``: each shard's size
+        and sha256 checked against the manifest as it is read). The schema is the shards'
+        schemas unified (``permissive``: a column all null in one shard takes the others' type);
+        an empty stage has its manifest's."""
+        directory, fs = run.stage_dir(stage), run.filesystem
+        entries = manifest_entries(directory, fs)
+        if not entries:
+            schema = manifest_schema(directory, fs)
+        else:
+            try:
+                schema = pa.unify_schemas([_shard_schema(p, e, fs, verify) for p, e in entries],
+                                          promote_options="permissive")
+            except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
+                raise ExportError(f"{directory}: the shards of stage {stage} have schemas that do not unify: "
+                                  f"{err}") from None
+        rows = sum(e["rows"] for _, e in entries if isinstance(e.get("rows"), int))
+        return cls(schema, rows, [partial(_shard_batches, p, e, fs, verify, schema) for p, e in entries],
+                   ("shard", "shards"))
+
+
+def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], **options: Any) -> dict:
     """Write ``table`` (sample rows) as a hand-off dataset at ``out_dir``; returns its manifest.
+    :func:`export_rows` of the table in slices of :data:`EXPORT_BATCH_ROWS` rows (the same
+    options)."""
+    return export_rows(RowSource.of_table(table), out_dir, formats, **options)
+
+
+def export_rows(source: RowSource, out_dir: Path, formats: Sequence[str], *, kinds: Sequence[str] = ("chat",),
+                validation_fraction: float = 0.0, split_salt: str = DEFAULT_SALT,
+                prompt_style: str = "conversational", license_id: str = "unknown",
+                title: str = "dataforge export", card_info: Mapping[str, Any] | None = None,
+                card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow",
+                lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S,
+                tokenizer: str | Path | ExportTokenizer | None = None, eos_token: str | None = None,
+                shard_tokens: int = DEFAULT_SHARD_TOKENS, teacher_models_from_rows: bool = False) -> dict:
+    """Write the rows of ``source`` as a hand-off dataset at ``out_dir``; returns its manifest.
+
+    The rows stream: batch by batch, each layout's rows and split are computed and appended to
+    the open files (:class:`_ExportFile`, :class:`TokensWriter`), and the counts for the card
+    and manifest are summed as they go, so the export holds one batch (and one shard's bytes
+    when verifying) whatever the size of the data.
 
     ``kinds`` are layouts (:data:`LAYOUTS`), ``formats`` file formats (:data:`FORMATS`) of the
     row layouts; ``card_info`` (funnel, teacher_models, config, run_id, ...) goes into the
-    dataset card. ``engine``: ``arrow`` (bulk, the default) or ``reference`` (row by row in
-    Python). The ``tokens`` layout needs ``tokenizer`` (a path, loaded and checked here before
-    anything else, or an :class:`ExportTokenizer`); ``eos_token`` overrides its EOS and
-    ``shard_tokens`` caps a ``.bin`` shard. Holds the export folder's lock while it writes,
-    waiting up to ``lock_timeout`` seconds for another export of the same folder (None: for
-    ever), then :class:`~dataforge.store.LockHeld` naming it."""
+    dataset card (with ``teacher_models_from_rows``, the rows' ``teacher_model`` values, when
+    there are any, replace its ``teacher_models``). ``engine``: ``arrow`` (bulk, the default)
+    or ``reference`` (row by row in Python). The ``tokens`` layout needs ``tokenizer`` (a path,
+    loaded and checked here before anything else, or an :class:`ExportTokenizer`);
+    ``eos_token`` overrides its EOS and ``shard_tokens`` caps a ``.bin`` shard. Holds the export
+    folder's lock while it writes, waiting up to ``lock_timeout`` seconds for another export of
+    the same folder (None: for ever), then :class:`~dataforge.store.LockHeld` naming it."""
     bad = [f for f in formats if f not in FORMATS] + [k for k in kinds if k not in LAYOUTS]
     if bad or not formats or not kinds:
         raise ExportError(f"unknown or missing export format/layout {bad}; formats: {', '.join(FORMATS)}; "
@@ -665,6 +879,7 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
         raise ExportError(f"prompt_style must be conversational or standard, got {prompt_style!r}")
     if engine not in ("arrow", "reference"):
         raise ExportError(f"engine must be arrow or reference, got {engine!r}")
+    validation_mask([], validation_fraction)  # a fraction out of [0, 1) fails here, before any work
     tokens = None
     if "tokens" in kinds:
         if int(shard_tokens) < 1:
@@ -679,50 +894,133 @@ def export_table(table: pa.Table, out_dir: Path, formats: Sequence[str], *, kind
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(export_lock_path(out_dir), f"export {out_dir}", timeout=lock_timeout):
         _remove_stale(out_dir)
-        return _export_table_locked(table, out_dir, formats, kinds, validation_fraction, split_salt, prompt_style,
-                                    license_id, title, card_info, card_extra, extra, engine, tokens)
+        return _export_locked(source, out_dir, formats, kinds, validation_fraction, split_salt, prompt_style,
+                              license_id, title, card_info, card_extra, extra, engine, tokens,
+                              teacher_models_from_rows)
 
 
-def _export_table_locked(table: pa.Table, out_dir: Path, formats: Sequence[str], kinds: Sequence[str],
-                         validation_fraction: float, split_salt: str, prompt_style: str, license_id: str, title: str,
-                         card_info: Mapping[str, Any] | None, card_extra: dict | None, extra: dict | None,
-                         engine: str, tokens: tuple[ExportTokenizer, int] | None = None) -> dict:
+@dataclass
+class _Tally:
+    """What the card and the manifest count, summed batch by batch (no per-row state)."""
+
+    rows: int = 0
+    kinds: dict = field(default_factory=dict)  # kind -> rows, in order of first appearance
+    teacher_models: set = field(default_factory=set)
+    layouts: dict = field(default_factory=dict)  # layout -> {train, validation[, no_prompt]}
+
+    def add(self, batch: pa.Table) -> None:
+        self.rows += batch.num_rows
+        for r in pc.value_counts(batch.column("kind")).to_pylist():
+            self.kinds[r["values"]] = self.kinds.get(r["values"], 0) + r["counts"]
+        if "teacher_model" in batch.column_names:
+            self.teacher_models.update(m for m in pc.unique(batch.column("teacher_model")).to_pylist() if m)
+
+
+def _layout(batch: pa.Table, messages: pa.ListArray | None, layout: str, prompt_style: str, engine: str
+            ) -> tuple[pa.Table, np.ndarray]:
+    if engine == "arrow":
+        return layout_arrow(batch, messages, layout, prompt_style)
+    return layout_reference(batch, layout, prompt_style)
+
+
+def _empty_layout(schema: pa.Schema, layout: str, prompt_style: str, engine: str) -> pa.Table:
+    """A layout's table of no row (its columns, for a split file with no row)."""
+    empty = schema.empty_table()
+    return _layout(empty, messages_column(empty) if engine == "arrow" else None, layout, prompt_style, engine)[0]
+
+
+def _export_locked(source: RowSource, out_dir: Path, formats: Sequence[str], kinds: Sequence[str],
+                   validation_fraction: float, split_salt: str, prompt_style: str, license_id: str, title: str,
+                   card_info: Mapping[str, Any] | None, card_extra: dict | None, extra: dict | None,
+                   engine: str, tokens: tuple[ExportTokenizer, int] | None = None,
+                   teacher_models_from_rows: bool = False) -> dict:
     tmp = _tmp_name(out_dir)
     tmp.mkdir()
+    files: dict[tuple[str, str, str], _ExportFile] = {}
+    tok_writer: TokensWriter | None = None
     try:
-        table = table.combine_chunks()
-        ids = table.column("id").to_pylist()
-        is_val = np.array(validation_mask(ids, validation_fraction, split_salt), bool)
         row_kinds = [k for k in kinds if k in ROW_LAYOUTS]
-        messages = messages_column(table) if engine == "arrow" and row_kinds else None
-        entries: list[FileEntry] = []
-        layouts: dict[str, dict] = {}
-        data_files: dict[str, dict[str, str]] = {}
-        if row_kinds:
-            with progress_bar(f"export ({table.num_rows:,} rows, layouts)", len(row_kinds)) as advance:
-                _write_layouts(tmp, table, messages, row_kinds, formats, is_val, prompt_style, engine, entries,
-                               layouts, data_files, advance)
+        tally = _Tally(layouts={k: {s: 0 for s in SPLITS} | ({"no_prompt": 0} if k == "prompt_completion" else {})
+                                for k in row_kinds})
         if tokens is not None:
-            tok_entries, layouts["tokens"] = write_tokens(tmp, table.column("text"), is_val, *tokens)
+            tok_writer = TokensWriter(tmp, *tokens)
+
+        def status() -> str:
+            done = f"{tally.rows:,} rows"
+            return done + (f" · {sum(tok_writer.tokens.values()):,} tokens" if tok_writer is not None else "")
+
+        steps = len(source.steps)
+        label = f"export ({source.rows:,} rows, {steps} {source.step_name[steps != 1]})"
+        with progress_bar(label, steps, status=status) as advance:
+            for step in source.steps:
+                for batch in step():
+                    tally.add(batch)
+                    is_val = np.array(validation_mask(batch.column("id").to_pylist(), validation_fraction, split_salt),
+                                      bool)
+                    messages = messages_column(batch) if engine == "arrow" and row_kinds else None
+                    for layout in row_kinds:
+                        full, included = _layout(batch, messages, layout, prompt_style, engine)
+                        counts = tally.layouts[layout]
+                        if "no_prompt" in counts:
+                            counts["no_prompt"] += int((~included).sum())
+                        val = is_val[included]
+                        for split in SPLITS:
+                            part = full.filter(pa.array(val if split == "validation" else ~val))
+                            counts[split] += part.num_rows
+                            if part.num_rows == 0:
+                                continue
+                            for fmt in formats:
+                                key = (layout, split, fmt)
+                                if key not in files:
+                                    files[key] = _ExportFile(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout,
+                                                             engine)
+                                files[key].add(part)
+                    if tok_writer is not None:
+                        tok_writer.add(batch.column("text"), is_val)
+                advance()
+        entries: list[FileEntry] = []
+        data_files: dict[str, dict[str, str]] = {}
+        for layout in row_kinds:
+            for split in SPLITS:
+                if split == "validation" and tally.layouts[layout][split] == 0:
+                    continue  # a split with no row has no file
+                for fmt in formats:
+                    f = files.pop((layout, split, fmt), None)
+                    if f is None:  # no row at all: the file still exists, with the layout's columns
+                        f = _ExportFile(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout, engine)
+                        f.add(_empty_layout(source.schema, layout, prompt_style, engine))
+                    entries.append(f.close())
+                # the Hub card points at the Parquet file when there is one
+                fmt = "parquet" if "parquet" in formats else "jsonl"
+                data_files.setdefault(layout, {})[split] = f"{layout_dir(layout)}{split}.{fmt}"
+        layouts: dict[str, dict] = dict(tally.layouts)
+        if tok_writer is not None:
+            tok_entries, layouts["tokens"] = tok_writer.finish()
+            tok_writer = None
             entries += tok_entries
         (tmp / "checksums.sha256").write_text("".join(f"{e.sha256}  {e.name}\n" for e in entries))
         fsync_file(tmp / "checksums.sha256")
-        kind_counts = {r["values"]: r["counts"] for r in pc.value_counts(table.column("kind")).to_pylist()}
         info = dict(card_info or {})
+        if teacher_models_from_rows and tally.teacher_models:
+            info["teacher_models"] = sorted(tally.teacher_models)
         if card_extra:
             info.update(card_extra)
         info.setdefault("dataforge_version", _version())
-        (tmp / "README.md").write_text(_card(title, license_id, table.num_rows, kind_counts, layouts, entries,
+        (tmp / "README.md").write_text(_card(title, license_id, tally.rows, tally.kinds, layouts, entries,
                                              data_files, info))
         fsync_file(tmp / "README.md")
         _fsync_tree(tmp)
-        manifest = write_manifest(tmp, entries, table.schema, kind="export", counts=kind_counts,
-                                  **{**(extra or {}), "rows": table.num_rows, "layouts": layouts,
+        manifest = write_manifest(tmp, entries, source.schema, kind="export", counts=tally.kinds,
+                                  **{**(extra or {}), "rows": tally.rows, "layouts": layouts,
                                      "validation_fraction": validation_fraction, "split_salt": split_salt,
                                      "license": license_id})
         _swap_into_place(tmp, out_dir)
         return manifest
     except BaseException:
+        for f in files.values():
+            f.abort()
+        if tok_writer is not None:
+            tok_writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
@@ -837,11 +1135,8 @@ def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out:
                    export_cfg: Any, verify: bool = True,
                    lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S, *,
                    tokenizer: ExportTokenizer | None = None) -> tuple[Path, dict]:
-    table = run.read(stage, verify=verify)
+    source = RowSource.of_stage(run, stage, verify)  # the manifest and the shards' schemas; no row yet
     info = run_card_info(run, stage)
-    models = sorted({m for m in table.column("teacher_model").to_pylist() if m}) if "teacher_model" in table.column_names else []
-    if models:
-        info["teacher_models"] = models
     opts: dict[str, Any] = {}
     if export_cfg is not None:
         opts = {"kinds": list(export_cfg.kinds), "validation_fraction": export_cfg.validation_fraction,
@@ -849,6 +1144,7 @@ def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out:
                 "license_id": export_cfg.license}
         if tokenizer is not None:
             opts.update(tokenizer=tokenizer, shard_tokens=export_cfg.shard_tokens)
-    manifest = export_table(table, out, formats, title=f"dataforge export {name} of run {run.run_id}",
-                            card_info=info, extra=extra, lock_timeout=lock_timeout, **opts)
+    manifest = export_rows(source, out, formats, title=f"dataforge export {name} of run {run.run_id}",
+                           card_info=info, extra=extra, lock_timeout=lock_timeout, teacher_models_from_rows=True,
+                           **opts)
     return out, manifest

@@ -408,3 +408,246 @@ def test_publish_export_to_an_object_store_shows_old_whole_none_or_new_whole(tmp
     with pytest.raises(OSError):
         publish_export(make("v3", {"train.jsonl": "newer\n"}), fs, dest)
     assert read_manifest(dest, fs) is None
+
+
+# --- streaming: a stage's shards one at a time (issue 14) ----------------------------------------
+
+def _stage_run(tmp_path: Path, shards: list[pa.Table], run_id: str = "stream"):
+    """A run whose ``dedup`` stage is ``shards``, each written by its own writer (so each keeps
+    its own schema, as shard tasks leave them), committed; with a run.json for the card."""
+    from dataforge.config import PipelineConfig
+    from dataforge.runner import open_run
+    from dataforge.store import ShardWriter
+
+    run = open_run(PipelineConfig(data_root=str(tmp_path / "data"), teacher={"model": "cfg-teacher"}), run_id)
+    run.begin_stage("dedup")
+    entries = []
+    for j, t in enumerate(shards):
+        w = ShardWriter(run.stage_dir("dedup"), prefix=f"s{j}", schema=t.schema)
+        w.write(t)
+        entries += w.close()
+    schema = shards[0].schema if shards else _table(0).schema
+    run.commit_stage("dedup", entries, [], schema, schema, fingerprint="f", config_hash="c")
+    return run
+
+
+def _uneven_shards() -> list[pa.Table]:
+    """Four shards of 40, 31, 26 and 1 rows whose schemas differ: ``teacher_model`` all null
+    (type null) in the second, ``topic`` absent from the third."""
+    a, b, c, d = _table(40, seed=1), _table(31, seed=2), _table(26, seed=3), _table(1, seed=4)
+    b = b.set_column(b.schema.get_field_index("teacher_model"), "teacher_model", pa.nulls(b.num_rows))
+    c = c.drop_columns(["topic"])
+    return [a, b, c, d]
+
+
+def _files_of(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("style", ["conversational", "standard"])
+def test_streamed_export_of_uneven_shards_equals_the_row_by_row_reference(tmp_path, monkeypatch, style):
+    """The final stage read shard by shard, in batches of 7 rows (so batches, files' row groups
+    and shards do not line up): every file holds the row-by-row reference's rows of the whole
+    stage (``layout_reference`` over the shards concatenated), in order; JSON lines are the same
+    bytes as one polars write of those rows; the counts, card and manifest are the whole
+    stage's; and it equals the in-memory export of the same rows, file by file (Parquet files
+    may differ only in their row groups)."""
+    import dataforge.export as export_mod
+    from dataforge.config import ExportConfig
+    from dataforge.export import export_run, layout_reference, write_jsonl
+
+    shards = _uneven_shards()
+    run = _stage_run(tmp_path, shards)
+    whole = pa.concat_tables([pq.read_table(f) for f in run.files("dedup")], promote_options="permissive")
+    cfg = ExportConfig(kinds=["chat", "prompt_completion", "text"], validation_fraction=0.3, prompt_style=style,
+                       license="mit")
+    monkeypatch.setattr(export_mod, "EXPORT_BATCH_ROWS", 7)
+    out, manifest = export_run(run, "dedup", "default", ["jsonl", "parquet"], export_cfg=cfg)
+    files = _files_of(out)
+
+    is_val = validation_mask(whole.column("id").to_pylist(), 0.3)
+    expected_layouts = {}
+    for layout in ("chat", "prompt_completion", "text"):
+        ref, included = layout_reference(whole, layout, style)
+        val = [v for v, inc in zip(is_val, included) if inc]
+        counts = {}
+        for split in ("train", "validation"):
+            want = ref.filter(pa.array([v == (split == "validation") for v in val]))
+            counts[split] = want.num_rows
+            prefix = "" if layout == "chat" else f"{layout}/"
+            got = pq.read_table(out / f"{prefix}{split}.parquet")
+            pq.write_table(want, tmp_path / "want.parquet")  # (Parquet names a list's item "element")
+            assert got.equals(want), (layout, split)
+            assert got.schema.equals(pq.read_schema(tmp_path / "want.parquet"), check_metadata=True), (layout, split)
+            if split == "train" and layout == "chat":  # streamed: several row groups
+                assert pq.ParquetFile(out / f"{prefix}{split}.parquet").num_row_groups > 1
+            lines = _jsonl(out / f"{prefix}{split}.jsonl")
+            assert lines == want.select(list(lines[0])).to_pylist()
+            write_jsonl(tmp_path / "want.jsonl", want.select(list(lines[0])))
+            assert files[f"{prefix}{split}.jsonl"] == (tmp_path / "want.jsonl").read_bytes(), (layout, split)
+        if layout == "prompt_completion":
+            counts["no_prompt"] = int((~included).sum())
+        expected_layouts[layout] = counts
+    assert manifest["layouts"] == expected_layouts and manifest["rows"] == whole.num_rows == 98
+    kinds = whole.column("kind").to_pylist()
+    assert list(manifest["counts"].items()) == [(k, kinds.count(k)) for k in dict.fromkeys(kinds)]
+    assert manifest["schema"] == [f"{f.name}: {f.type}" for f in whole.schema]
+    card = (out / "README.md").read_text()
+    assert f"Rows: {whole.num_rows}" in card
+    # the teacher models are the rows' (every shard's, none from the all-null one), not the config's
+    assert card.split("## Teacher\n")[1].split("##")[0].strip() == "`teach-a`, `teach-b`"
+    sums = dict(reversed(line.split("  ")) for line in (out / "checksums.sha256").read_text().splitlines())
+    assert sums == {n: hashlib.sha256(files[n]).hexdigest() for n in sums} and len(sums) == 12
+
+    # the in-memory export of the same rows (one batch: every file written whole, as before streaming)
+    monkeypatch.setattr(export_mod, "EXPORT_BATCH_ROWS", 16_384)
+    mem = tmp_path / "in-memory"
+    m2 = export_table(whole, mem, ["jsonl", "parquet"], kinds=cfg.kinds, validation_fraction=0.3, prompt_style=style,
+                      license_id="mit", title=f"dataforge export default of run {run.run_id}")
+    mem_files = _files_of(mem)
+    assert sorted(mem_files) == sorted(files)
+    for name, data in files.items():
+        if name.endswith(".jsonl"):
+            assert data == mem_files[name], name
+        elif name.endswith(".parquet"):
+            assert pq.read_table(mem / name).equals(pq.read_table(out / name)), name
+            assert pq.ParquetFile(mem / name).num_row_groups == 1
+    assert (m2["layouts"], m2["counts"], m2["rows"], m2["schema_ipc"]) == \
+        (manifest["layouts"], manifest["counts"], manifest["rows"], manifest["schema_ipc"])
+
+
+def test_streamed_export_of_an_empty_stage_and_of_empty_shards(tmp_path):
+    from dataforge.config import ExportConfig
+    from dataforge.export import export_run
+
+    cfg = ExportConfig(kinds=["chat", "prompt_completion", "text"], validation_fraction=0.3)
+    for run_id, shards in (("none", []), ("empty", [_table(0), _table(0, seed=1)])):
+        run = _stage_run(tmp_path, shards, run_id)
+        out, manifest = export_run(run, "dedup", "default", ["jsonl", "parquet"], export_cfg=cfg)
+        assert manifest["rows"] == 0 and manifest["counts"] == {}
+        assert manifest["layouts"] == {"chat": {"train": 0, "validation": 0},
+                                       "prompt_completion": {"train": 0, "validation": 0, "no_prompt": 0},
+                                       "text": {"train": 0, "validation": 0}}
+        # a train file per layout, with the layout's columns and no row; no validation file
+        assert sorted(n for n in _files_of(out) if n.endswith((".jsonl", ".parquet"))) == sorted(
+            f"{p}train.{f}" for p in ("", "prompt_completion/", "text/") for f in ("jsonl", "parquet"))
+        assert (out / "train.jsonl").read_bytes() == b""
+        chat = pq.read_table(out / "train.parquet")
+        assert chat.num_rows == 0 and "messages" in chat.column_names and "topic" in chat.column_names
+        assert pq.read_table(out / "text" / "train.parquet").column_names == ["text", "id", "kind"]
+        assert "Rows: 0" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("damage", ["other rows", "truncated"])
+def test_streamed_export_of_a_changed_shard_fails_naming_it_and_leaves_the_previous_export(tmp_path, damage):
+    """The third shard changed after its commit (another writer's rows; a torn file): the
+    export fails once it reaches that shard, naming the file, after two shards were streamed;
+    the previous export stays as it was and no temporary folder is left. --no-verify exports
+    what is on disk (the other writer's rows)."""
+    from dataforge.export import export_run
+    from dataforge.store import ChecksumMismatch
+
+    run = _stage_run(tmp_path, _uneven_shards())
+    out, _ = export_run(run, "dedup", "default", ["jsonl", "parquet"])
+    before = _files_of(out)
+    shard = run.files("dedup")[2]
+    if damage == "other rows":
+        pq.write_table(_table(5, seed=9), shard, compression="zstd")
+    else:
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(ChecksumMismatch, match="does not match its manifest") as err:
+        export_run(run, "dedup", "default", ["jsonl", "parquet"])
+    assert str(shard) in str(err.value)
+    assert _files_of(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == [".lock-export-default", "default"]
+    if damage == "other rows":
+        _, m = export_run(run, "dedup", "unverified", ["jsonl"], verify=False)
+        assert m["rows"] == 40 + 31 + 5 + 1
+
+
+def test_streamed_export_failing_midway_leaves_the_previous_export(tmp_path, monkeypatch):
+    """A full disk while the files stream (the third Parquet row group): the previous export is
+    untouched and no temporary folder is left."""
+    import dataforge.export as export_mod
+    from dataforge.export import export_run
+
+    run = _stage_run(tmp_path, _uneven_shards())
+    out, _ = export_run(run, "dedup", "default", ["jsonl", "parquet"])
+    before = _files_of(out)
+    monkeypatch.setattr(export_mod, "EXPORT_BATCH_ROWS", 5)
+    calls = {"n": 0}
+
+    class FullDisk(pq.ParquetWriter):
+        def write_table(self, *a, **kw):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise OSError("No space left on device")
+            return super().write_table(*a, **kw)
+
+    monkeypatch.setattr(export_mod.pq, "ParquetWriter", FullDisk)
+    with pytest.raises(OSError, match="No space"):
+        export_run(run, "dedup", "default", ["jsonl", "parquet"])
+    assert _files_of(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == [".lock-export-default", "default"]
+
+
+def test_streamed_export_reads_a_batch_at_a_time_with_progress_over_shards(tmp_path, monkeypatch, capsys):
+    """The stage is never read whole (no ``Run.read``/``read_table``): batches of at most
+    ``EXPORT_BATCH_ROWS`` rows, a shard at a time, one progress bar over the shards."""
+    import dataforge.export as export_mod
+    from dataforge import store
+    from dataforge.export import export_run
+
+    run = _stage_run(tmp_path, _uneven_shards())
+
+    def whole_read(*a, **kw):
+        raise AssertionError("the export read the whole stage")
+
+    monkeypatch.setattr(store.Run, "read", whole_read)
+    monkeypatch.setattr(store, "read_table", whole_read)
+    seen = []
+    real = export_mod.conform
+    monkeypatch.setattr(export_mod, "conform", lambda t, schema: seen.append(t.num_rows) or real(t, schema))
+    monkeypatch.setattr(export_mod, "EXPORT_BATCH_ROWS", 16)
+    monkeypatch.setenv("DATAFORGE_PROGRESS", "1")
+    _, manifest = export_run(run, "dedup", "default", ["jsonl"])
+    assert seen == [16, 16, 8, 16, 15, 16, 10, 1] and manifest["rows"] == 98
+    assert "export (98 rows, 4 shards): 4/4  98 rows" in capsys.readouterr().err
+
+
+def test_streamed_tokens_equal_the_per_row_reference(tmp_path, monkeypatch):
+    """The tokens layout of a stage streamed in batches of 7 rows, with shards of 50 tokens: the
+    .bin stream is every text layout row's ids then EOS, in order (one encode per row), and the
+    index is ``np.save`` of their offsets, byte for byte."""
+    import numpy as np
+
+    import dataforge.export as export_mod
+    from dataforge.config import ExportConfig
+    from dataforge.export import export_run
+    from dataforge.slm.tokenizer import train_tokenizer
+    from dataforge.tokens import read_meta
+
+    shards = _uneven_shards()
+    tok = tmp_path / "tok"
+    train_tokenizer([t for s in shards for t in s.column("text").to_pylist()], vocab_size=300,
+                    max_chars=None).save_pretrained(tok)
+    run = _stage_run(tmp_path, shards)
+    monkeypatch.setattr(export_mod, "EXPORT_BATCH_ROWS", 7)
+    cfg = ExportConfig(kinds=["text", "tokens"], validation_fraction=0.3, tokenizer=str(tok), shard_tokens=50)
+    out, manifest = export_run(run, "dedup", "default", ["jsonl"], export_cfg=cfg)
+    from tokenizers import Tokenizer
+
+    bt = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    meta = read_meta(out)
+    for split in ("train", "validation"):
+        docs = [r["text"] for r in _jsonl(out / "text" / f"{split}.jsonl")]
+        ids = [bt.encode(t, add_special_tokens=False).ids + [meta["eos_id"]] for t in docs]
+        stream = np.concatenate([np.fromfile(out / "tokens" / s["file"], "<u2") for s in meta["splits"][split]["shards"]])
+        assert stream.tolist() == [i for d in ids for i in d]
+        assert all(s["tokens"] == 50 for s in meta["splits"][split]["shards"][:-1])
+        offsets = np.zeros(len(ids) + 1, "<u8")
+        np.cumsum([len(d) for d in ids], out=offsets[1:])
+        np.save(tmp_path / "want.npy", offsets)
+        assert (out / "tokens" / f"{split}.idx.npy").read_bytes() == (tmp_path / "want.npy").read_bytes()
+        assert manifest["layouts"]["tokens"][split] == len(docs) == manifest["layouts"]["text"][split]
+    assert not [p for p in (out / "tokens").iterdir() if p.name.startswith(TMP_PREFIX)]

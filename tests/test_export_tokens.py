@@ -224,12 +224,14 @@ def test_tokens_are_encoded_in_batches_with_a_progress_bar(tmp_path, bpe, monkey
 
     monkeypatch.setattr(export_mod, "encode_documents", counting)
     monkeypatch.setattr(export_mod, "TOKENS_BATCH_ROWS", 16)
+    monkeypatch.setattr(export_mod, "EXPORT_BATCH_ROWS", 32)  # the export streams batches of 32 rows
     monkeypatch.setenv("DATAFORGE_PROGRESS", "1")
     out = tmp_path / "e"
     export_table(table_of(texts(70)), out, ["jsonl"], kinds=["text", "tokens"], tokenizer=bpe)
     assert calls == [16, 16, 16, 16, 6]  # five batch calls, not one per row
     err = capsys.readouterr().err
-    assert "export tokens (70 rows, bpe): 5/5" in err
+    total = read_meta(out)["splits"]["train"]["tokens"]
+    assert f"export (70 rows, 3 batches): 3/3  70 rows · {total:,} tokens" in err  # one bar for the whole export
     bt = backend(bpe)
     assert [bt.decode(d.tolist()) for d in read_tokens(out)] == text_rows(out, "train")
 
