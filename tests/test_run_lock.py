@@ -54,6 +54,8 @@ CHILD = textwrap.dedent(
                 print("READY", flush=True)
                 time.sleep(120)
         elif mode == "wait":  # wait for the lock
+            if float(sys.argv[4]) > 0:
+                print("WAITING", flush=True)
             t0 = time.monotonic()
             with run.lock(timeout=float(sys.argv[4])):
                 print("GOT", round(time.monotonic() - t0, 2), flush=True)
@@ -138,6 +140,7 @@ def test_run_lock_refuses_or_waits_and_run_json_writes_need_it(tmp_path):
         # a waiting writer gets the lock once the holder lets go
         waiter = subprocess.Popen([sys.executable, "-c", CHILD, "wait", str(tmp_path), "r", "30"], env=ENV,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert waiter.stdout.readline().strip() == "WAITING"  # started (slow on a loaded machine)
         time.sleep(1.5)
         assert waiter.poll() is None  # still waiting
     out, err = waiter.communicate(timeout=60)
