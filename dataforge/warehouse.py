@@ -11,6 +11,9 @@ the check (the check is against a wrong or damaged commit, not against a writer 
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from pathlib import Path
 
 import duckdb
@@ -96,7 +99,10 @@ def connect(run: Run, views_sql: Path | None = None, *, verify: bool = True) -> 
     checks every committed file against its manifest's size and sha256 first."""
     kept = _files(committed_dirs(run, rejected=False), verify)
     rejected = _files(committed_dirs(run, rejected=True), verify)
-    con = duckdb.connect()
+    # bounded: a query over a large run (distinct n-grams of every output row) spills to a
+    # temporary folder instead of growing to most of the machine's memory
+    con = duckdb.connect(config={"memory_limit": os.environ.get("DATAFORGE_DUCKDB_MEMORY", "1GB"),
+                                 "temp_directory": os.path.join(tempfile.gettempdir(), "dataforge-duckdb")})
     _register_rows(con, "kept_rows", kept, SAMPLE_SCHEMA)
     rejected_schema = pa.schema(list(SAMPLE_SCHEMA) + DROP_FIELDS)
     _register_rows(con, "rejected_rows", rejected, rejected_schema)

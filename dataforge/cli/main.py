@@ -72,6 +72,10 @@ app.command("filter")(filter_command)
 app.command("browse")(browse_command)
 
 
+#: above this many output rows the end-of-run summary leaves out the lexical diversity report
+REPORT_DIVERSITY_MAX_ROWS = 200_000
+
+
 def print_report(run: Run) -> None:
     from dataforge.warehouse import connect, fetch_arrow, report_queries
 
@@ -79,7 +83,13 @@ def print_report(run: Run) -> None:
     try:
         rec = run.load_record()
         console.print(f"[bold]run[/] {run.run_id}  status={rec.status}  dir={run.dir}")
+        big = fetch_arrow(con, "SELECT count(*) AS n FROM final").column(0)[0].as_py() > REPORT_DIVERSITY_MAX_ROWS
         for name, sql in report_queries().items():
+            if name == "lexical_diversity" and big:  # distinct n-grams of every row: minutes on a large run
+                console.print(f"lexical diversity: left out of this summary for a run of more than "
+                              f"{REPORT_DIVERSITY_MAX_ROWS:,} output rows; "
+                              f'dataforge sql "select * from lexical_diversity" --run {run.run_id}', highlight=False)
+                continue
             print_table(fetch_arrow(con, sql), title=name.replace("_", " "))
         t = rec.teacher or {}
         if t:
