@@ -198,6 +198,173 @@ def test_kernel_signatures_identical_to_datasketch_on_the_pile(pile_docs: list[d
     assert (norm_len == [len(normalize_for_dedup(t).encode()) for t in texts]).all()
 
 
+# --- the fast kernel against the readable reference, on varied inputs --------------------------
+
+def reference_exact_key(text: str, ngram: int) -> int:
+    """The exact key the kernel computes, in Python: xxh32 (seed 0x2545F491) of the normalized
+    text in the high 32 bits; in the low 32 an FNV-style fold of the shingles' xxh32, in order."""
+    norm = normalize_for_dedup(text)
+    words = norm.split()
+    grams = [" ".join(words)] if len(words) < ngram else [" ".join(words[i:i + ngram])
+                                                          for i in range(len(words) - ngram + 1)]
+    fold = 0x811C9DC5
+    for gram in grams:
+        fold = ((fold ^ xxhash.xxh32_intdigest(gram.encode())) * 0x01000193) & 0xFFFFFFFF
+    return (xxhash.xxh32_intdigest(norm.encode(), seed=fast.EXACT_SEED) << 32) | fold
+
+
+# words whose normalization is easy (ASCII), takes the kernel's tables (accents, Greek, CJK, emoji,
+# ligatures and fullwidth forms, dotted I) or Python (combining marks, Hangul jamo, capital sigma)
+VARIED_WORDS = ["the", "a", "of", "Data", "FORGE", "x1", "3.14", "don't", "e-mail", "naïve", "Straße", "ΣΟΦΙΑ",
+                "σοφία", "日本語", "中文", "😀", "👍🏽", "ﬁne", "ＦＵＬＬ", "İstanbul", "½", "e\u0301te\u0301",
+                "\u1100\u1161\u11a8", "한국어", "שלום", "مرحبا", "𝐁𝐨𝐥𝐝", "\ufdfa", "tab\tsep", "«q»", "—", "…"]
+
+
+def varied_texts(n: int, seed: int) -> list[str]:
+    """Texts of every shape the kernel treats differently: empty, blank or punctuation only, fewer
+    words than the n-gram, plain ASCII, mixed Unicode, words longer than the kernel's lane limit
+    (shingles hashed one by one), and long documents (many shingles of each length)."""
+    rng = random.Random(seed)
+    vocab = VARIED_WORDS + ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 14)))
+                            for _ in range(300)]
+    texts = ["", " ", "\n\t ", "?!...", "—", "x", "one two", "a b c d", "Hello, World!"]
+    while len(texts) < n:
+        kind = rng.random()
+        if kind < 0.15:  # shorter than a 5-gram
+            k = rng.randint(0, 4)
+        elif kind < 0.97:
+            k = rng.randint(5, 300)
+        else:  # long: hundreds of shingles of each length
+            k = rng.randint(3000, 12000)
+        words = [rng.choice(vocab) for _ in range(k)]
+        if rng.random() < 0.1:
+            words.insert(rng.randint(0, len(words)), "z" * rng.randint(60, 400))  # a shingle > LANE_MAX_LEN bytes
+        seps = [rng.choice([" ", " ", " ", ", ", ". ", "\n", " — ", "  "]) for _ in words]
+        text = "".join(w + s for w, s in zip(words, seps))
+        texts.append(text.upper() if rng.random() < 0.05 else text)
+    return texts
+
+
+@pytest.mark.parametrize("ngram,num_perm,seed", [(5, 128, 1), (1, 64, 3), (3, 100, 7)])
+def test_kernel_equals_reference_on_varied_texts(ngram: int, num_perm: int, seed: int) -> None:
+    """More than one batch of the kernel (over BATCH_DOCS documents and BATCH_BYTES of text):
+    signatures identical to datasketch's, the normalized length and the exact key to their
+    Python definitions, and each row's result independent of the rows signed with it."""
+    texts = varied_texts(1400, seed)
+    assert len(texts) > fast.BATCH_DOCS and sum(map(len, texts)) > 4 * fast.BATCH_BYTES
+    sig, exact_hash, norm_len = fast.signatures(pa.array(texts), num_perm=num_perm, ngram=ngram, seed=seed)
+    rng = random.Random(seed)
+    checked = sorted(set(range(12)) | set(rng.sample(range(len(texts)), 150))
+                     | {i for i, t in enumerate(texts) if len(t) > 20_000})
+    for i in checked:
+        text = texts[i]
+        assert sig[i].tolist() == reference_signature(text, num_perm, ngram, seed).tolist(), repr(text[:80])
+        assert norm_len[i] == len(normalize_for_dedup(text).encode()), repr(text[:80])
+        assert int(exact_hash[i]) == reference_exact_key(text, ngram), repr(text[:80])
+    for i in range(0, len(texts), 7):  # alone, the same as among the others
+        alone = fast.signatures(pa.array([texts[i]]), num_perm=num_perm, ngram=ngram, seed=seed)
+        assert alone[0][0].tolist() == sig[i].tolist() and alone[1][0] == exact_hash[i] and alone[2][0] == norm_len[i]
+
+
+def test_kernel_shingle_hash_for_every_length() -> None:
+    """One shingle per text (fewer words than n), of every byte length from 0 to past the lane
+    limit, in ASCII and in multi-byte characters: the lane-parallel xxh32 bins and the one-by-one
+    path for long shingles give the reference's signatures."""
+    rng = random.Random(5)
+    texts = []
+    for length in range(fast.LANE_MAX_LEN + 40):
+        texts.append("".join(rng.choice("abcxyz0189") for _ in range(length)))
+        texts.append("".join(rng.choice(["é", "ß", "中", "😀", "q"]) for _ in range(length // 2)))
+        texts.append(" ".join(["w" * max(1, length // 4)] * 4))  # four equal words: a 4-gram shingle
+    sig, exact_hash, _ = fast.signatures(pa.array(texts), num_perm=32, ngram=5, seed=2)
+    for i, text in enumerate(texts):
+        assert sig[i].tolist() == reference_signature(text, 32, 5, 2).tolist(), (i, len(text.encode()))
+        assert int(exact_hash[i]) == reference_exact_key(text, 5)
+
+
+def test_kernel_bins_fill_and_flush() -> None:
+    """A document with thousands of shingles of a few lengths fills the kernel's bins (LANES
+    shingles each) many times over; unigrams of equal-length words make every bin full."""
+    words = ["".join(chr(97 + (i * 7 + j) % 26) for j in range(5)) + str(i % 10) for i in range(3 * fast.LANES)]
+    text = " ".join(words)
+    for ngram in (1, 2, 5):
+        sig = fast.signatures(pa.array([text, text[:5000], ""]), num_perm=64, ngram=ngram, seed=9)[0]
+        for i, t in enumerate([text, text[:5000], ""]):
+            assert sig[i].tolist() == reference_signature(t, 64, ngram, 9).tolist()
+
+
+def reference_candidate_pairs(sig: np.ndarray, band: int, rows: int, bands: int, window: int) -> np.ndarray:
+    """The readable rule: rows sorted by (band key, next band's key, row), then each row paired
+    with the up to ``window`` rows before it with the same band key."""
+    n = sig.shape[0]
+    key = [tuple(r) for r in sig[:, band * rows:(band + 1) * rows].tolist()]
+    nb = (band + 1) % bands
+    nxt = [int(fast.band_keys(sig[i:i + 1], nb, rows)[0]) if bands > 1 else 0 for i in range(n)]
+    order = sorted(range(n), key=lambda i: (int(fast.band_keys(sig[i:i + 1], band, rows)[0]), nxt[i], i))
+    codes = set()
+    for x in range(n):
+        for y in range(max(0, x - window), x):
+            u, v = order[x], order[y]
+            if key[u] == key[v]:
+                codes.add(min(u, v) * n + max(u, v))
+    return np.array(sorted(codes), dtype=np.int64)
+
+
+@pytest.mark.parametrize("values,window", [(2, 3), (3, 8), (50, 64), (1, 5)])
+def test_candidate_pairs_equal_the_readable_rule(values: int, window: int) -> None:
+    rng = np.random.default_rng(values)
+    n, bands, rows = 400, 3, 2
+    sig = rng.integers(0, values, (n, bands * rows), dtype=np.uint32)
+    sig[: n // 4] = sig[0]  # one big group in every band
+    for band in range(bands):
+        got = fast.candidate_pairs(sig, band, rows, bands, window=window)
+        assert got.tolist() == reference_candidate_pairs(sig, band, rows, bands, window).tolist()
+    one_band = fast.candidate_pairs(sig[:, :2], 0, 2, 1, window=window)
+    assert one_band.tolist() == reference_candidate_pairs(sig[:, :2], 0, 2, 1, window).tolist()
+
+
+def test_a_subset_of_rows_equals_its_copy() -> None:
+    """``subset=`` (how apply_dedup bands the exact groups' representatives without copying their
+    signatures) gives what the copied rows give."""
+    rng = np.random.default_rng(6)
+    sig = rng.integers(0, 3, (500, 12), dtype=np.uint32)
+    subset = np.sort(rng.choice(500, 300, replace=False))
+    for band in range(3):
+        got = fast.candidate_pairs(sig, band, 4, 3, window=5, subset=subset)
+        assert got.tolist() == fast.candidate_pairs(sig[subset], band, 4, 3, window=5).tolist()
+        assert [x.tolist() for x in fast.verify_pairs(sig, got, 0.5, subset=subset)] == \
+            [x.tolist() for x in fast.verify_pairs(sig[subset], got, 0.5)]
+
+
+def test_maybe_shared_holds_every_shared_key() -> None:
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 100, 50_000):
+        keys = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        if n > 1:
+            keys[rng.integers(0, n, n // 10)] = keys[rng.integers(0, n, n // 10)]
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        shared = np.flatnonzero(counts[inverse] > 1)
+        got = fast.maybe_shared(keys)
+        assert np.isin(shared, got).all() and (np.diff(got) > 0).all()
+        assert len(got) <= len(shared) + 0.2 * n + 1  # and few others
+
+
+def test_exact_groups_equal_a_full_sort() -> None:
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 5, 3000):
+        for distinct in (1, 3, n // 2 + 1, n + 1):
+            values = rng.integers(0, 2**64, distinct, dtype=np.uint64)
+            exact_hash = values[rng.integers(0, distinct, n)]
+            norm_len = rng.integers(0, 2, n).astype(np.int64)
+            for rank in (np.arange(n), rng.permutation(n), rng.integers(0, 3, n)):
+                order = np.lexsort((rank, norm_len, exact_hash))
+                first_of: dict = {}
+                expected = np.empty(n, dtype=np.int64)
+                for i in order:
+                    expected[i] = first_of.setdefault((int(exact_hash[i]), int(norm_len[i])), int(i))
+                assert exact_groups(exact_hash, norm_len, rank).tolist() == expected.tolist()
+
+
 def test_exact_key_is_the_normalized_text() -> None:
     texts = [PARAGRAPH, PARAGRAPH.upper(), PARAGRAPH.replace(",", " ,  "), PARAGRAPH + "!", NEAR, OTHER, "", "?!",
              "ﬁne", "FINE", "fine.", "fi ne", "e\u0301", "\u00e9", "Σ", "σ"]

@@ -196,15 +196,18 @@ def exact_groups(exact_hash: np.ndarray, norm_len: np.ndarray, rank: np.ndarray)
     """For each row the best-ranked row with the same normalized text (equal 64-bit hash and
     length; two different texts share both with probability ~n^2 / 2^65)."""
     n = len(rank)
+    rep = np.arange(n, dtype=np.int64)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((rank, norm_len, exact_hash))
+        return rep
+    rows = fast.maybe_shared(exact_hash)  # only rows whose hash may be shared need sorting
+    if len(rows) == 0:
+        return rep
+    order = rows[np.lexsort((rank[rows], norm_len[rows], exact_hash[rows]))]
     h, ln = exact_hash[order], norm_len[order]
-    new_group = np.ones(n, dtype=bool)
+    new_group = np.ones(len(order), dtype=bool)
     new_group[1:] = (h[1:] != h[:-1]) | (ln[1:] != ln[:-1])
     first = order[np.flatnonzero(new_group)]
     group = np.cumsum(new_group) - 1
-    rep = np.empty(n, dtype=np.int64)
     rep[order] = first[group]
     return rep
 
@@ -245,7 +248,13 @@ def near_survivors(sig: np.ndarray, rank: np.ndarray, cfg: DedupConfig,
                    advance: Callable[[], None] | None = None) -> np.ndarray:
     """For each row (of ``sig``) its survivor: candidate pairs band by band, verification,
     clustering."""
-    n = sig.shape[0]
+    return _near_survivors(sig, None, rank, cfg, advance)
+
+
+def _near_survivors(sig: np.ndarray, subset: np.ndarray | None, rank: np.ndarray, cfg: DedupConfig,
+                    advance: Callable[[], None] | None = None) -> np.ndarray:
+    """:func:`near_survivors` of ``sig[subset]`` (positions in ``subset``) without copying it."""
+    n = sig.shape[0] if subset is None else len(subset)
     bands, rows = lsh_params(cfg)
     if n < 2:
         for _ in range(bands):
@@ -254,19 +263,19 @@ def near_survivors(sig: np.ndarray, rank: np.ndarray, cfg: DedupConfig,
         return np.arange(n, dtype=np.int64)
     per_band = []
     for b in range(bands):
-        per_band.append(fast.candidate_pairs(sig, b, rows, bands))
+        per_band.append(fast.candidate_pairs(sig, b, rows, bands, subset=subset))
         if advance is not None:
             advance()
-    codes = np.unique(np.concatenate(per_band))
+    codes = fast.unique_codes(np.concatenate(per_band))
     del per_band
-    left, right, _ = fast.verify_pairs(sig, codes, cfg.threshold)
+    left, right, _ = fast.verify_pairs(sig, codes, cfg.threshold, subset=subset)
     if cfg.clustering == "components":
         return fast.connected_components(n, left, right, rank)
     return fast.star_clusters(n, left, right, rank)
 
 
 def _reasons(prefix: str, ids: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(pa.array([prefix] * len(ids), pa.string()), ids, "")
+    return pc.binary_join_element_wise(pa.scalar(prefix, pa.string()), ids, "")
 
 
 def apply_dedup(table: pa.Table, cfg: DedupConfig, workers: int = 1,
@@ -285,7 +294,7 @@ def apply_dedup(table: pa.Table, cfg: DedupConfig, workers: int = 1,
         rep = exact_groups(exact_hash, norm_len, rank) if cfg.exact else np.arange(n, dtype=np.int64)
         reps = np.flatnonzero(rep == np.arange(n))
         survivor = np.empty(n, dtype=np.int64)
-        survivor[reps] = reps[near_survivors(sig[reps], rank[reps], cfg, advance)]
+        survivor[reps] = reps[_near_survivors(sig, reps, rank[reps], cfg, advance)]
         survivor = survivor[rep]
         similarity = fast.estimated_jaccard(sig, np.arange(n), survivor).astype(np.float32)
     else:
