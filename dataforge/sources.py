@@ -213,6 +213,20 @@ def glob_match(pattern: str, rel: str) -> bool:
     return match(0, 0)
 
 
+def _listed(fs: pafs.FileSystem, folder: str, recursive: bool, where: str
+            ) -> Iterator[tuple[pafs.FileInfo, str]]:
+    """The files below ``folder`` that are not hidden, with their path relative to it."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, recursive=recursive))
+    except (OSError, pa.ArrowException) as err:
+        raise SourceError(f"{where}: cannot be listed ({err})") from None
+    root = folder.rstrip("/")
+    for i in infos:
+        rel = i.path[len(root):].lstrip("/")
+        if i.type == pafs.FileType.File and not _hidden(rel):
+            yield i, rel
+
+
 def _hidden(rel: str) -> bool:
     return any(p.startswith((".", "_")) for p in rel.split("/"))
 
@@ -325,17 +339,8 @@ def resolve_source(src: SourceConfig, resolve_path: Callable[[str], Path], start
         if pattern is not None:
             if top.type != pafs.FileType.Directory:
                 raise SourceError(f"{where}: matches no file ({loc.path} is not a folder)")
-            recursive = "**" in pattern or "/" in pattern
-            try:
-                infos = fs.get_file_info(pafs.FileSelector(loc.path, recursive=recursive))
-            except (OSError, pa.ArrowException) as err:
-                raise SourceError(f"{where}: cannot be listed ({err})") from None
-            root = loc.path.rstrip("/")
-            for i in infos:
-                if i.type != pafs.FileType.File:
-                    continue
-                rel = i.path[len(root):].lstrip("/")
-                if glob_match(pattern, rel) and not _hidden(rel):
+            for i, rel in _listed(fs, loc.path, "**" in pattern or "/" in pattern, where):
+                if glob_match(pattern, rel):
                     found.append((i.path, None, i))
         elif top.type == pafs.FileType.File:
             found.append((loc.path, None, top))
@@ -345,14 +350,8 @@ def resolve_source(src: SourceConfig, resolve_path: Callable[[str], Path], start
             if any(marker):
                 found += [(p, "arrow", None) for p in _dataset_files(fs, loc.path, src.splits, where)]
             else:
-                try:
-                    infos = fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
-                except (OSError, pa.ArrowException) as err:
-                    raise SourceError(f"{where}: cannot be listed ({err})") from None
-                root = loc.path.rstrip("/")
-                for i in infos:
-                    rel = i.path[len(root):].lstrip("/")
-                    if i.type == pafs.FileType.File and not _hidden(rel) and _format_of(i.path, src.format)[0]:
+                for i, rel in _listed(fs, loc.path, True, where):
+                    if _format_of(i.path, src.format)[0]:
                         found.append((i.path, None, i))
         else:
             raise SourceError(f"{where}: no such file or folder")

@@ -173,7 +173,7 @@ def read_limits(limits: ReadLimits | None = None) -> ReadLimits:
     return limits if limits is not None else ReadLimits.from_env()
 
 
-def _over(path: Path, what: str, value: int, limits: ReadLimits, name: str) -> InputError:
+def _over(path: str | Path, what: str, value: int, limits: ReadLimits, name: str) -> InputError:
     return InputError(f"{path}: {what} {value:,}, over the limit of {getattr(limits, name):,} "
                       f"({limits.env_name(name)})")
 
@@ -650,34 +650,7 @@ def iter_parquet_batches(path: Path, limits: ReadLimits | None = None, batch_siz
     path = Path(path) if filesystem is None else path
     lim = read_limits(limits)
     pf = open_parquet(path, lim, columns, filesystem)
-    n = total = 0
-    batches = pf.iter_batches(batch_size=batch_size, columns=columns)
-    while True:
-        try:  # a file whose footer reads but whose pages are corrupt fails here, not above
-            batch = next(batches)
-        except StopIteration:
-            break
-        except PARQUET_ERRORS as err:
-            raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
-        rows = batch.num_rows
-        size, over, reasons = measure_batch(batch, lim)
-        total += size
-        if total > lim.max_bytes:
-            raise _over(path, f"decoded size in bytes (by row {n + rows:,})", total, lim, "max_bytes")
-        numbers = pa.array(range(n + 1, n + rows + 1), pa.int64())
-        rejected = [(n + 1 + r, why) for r, why in sorted(reasons.items())]
-        if over is not None:
-            keep = pc.invert(over)
-            batch = batch.filter(keep)
-            numbers = numbers.filter(keep)
-        arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
-        try:
-            batch = pa.RecordBatch.from_arrays(arrays, schema=_dense_schema(batch.schema))
-            batch.validate(full=True)  # strings that are not UTF-8
-        except PARQUET_ERRORS as err:
-            raise InputError(f"{path}: not a readable Parquet file (after row {n}): {err}") from None
-        n += rows
-        yield n, batch, numbers, rejected
+    yield from _checked(pf.iter_batches(batch_size=batch_size, columns=columns), path, lim, "Parquet file")
 
 
 def read_parquet(path: Path, limits: ReadLimits | None = None, columns: list[str] | None = None
@@ -714,25 +687,31 @@ def iter_checked_batches(batches: Iterable[pa.RecordBatch], name: str | Path, li
     left out with their reason). A row with a string value over ``max_value_bytes`` is left out;
     ``max_rows`` and ``max_bytes`` over the whole stream, and strings that are not UTF-8, are an
     :class:`InputError` naming ``name``."""
-    lim = read_limits(limits)
+    yield from _checked(batches, name, read_limits(limits), "Arrow stream", count_rows=True)
+
+
+def _checked(batches: Iterable[pa.RecordBatch], name: str | Path, lim: ReadLimits, what: str,
+             count_rows: bool = False) -> Iterator[tuple[int, pa.RecordBatch, pa.Array, list[tuple[int, str]]]]:
+    """The checks of :func:`iter_parquet_batches` and :func:`iter_checked_batches` over a stream
+    of batches (``what`` names it in errors; ``count_rows``: ``max_rows`` is checked here, a
+    Parquet file's being checked from its footer first)."""
     n = total = 0
     it = iter(batches)
     while True:
-        try:
+        try:  # a file whose footer reads but whose pages are corrupt fails here, not above
             batch = next(it)
         except StopIteration:
             break
         except PARQUET_ERRORS as err:
-            raise InputError(f"{name}: not a readable Arrow stream (after row {n}): {err}") from None
+            raise InputError(f"{name}: not a readable {what} (after row {n}): {err}") from None
         rows = batch.num_rows
-        if n + rows > lim.max_rows:
+        if count_rows and n + rows > lim.max_rows:
             raise InputError(f"{name}: more than {lim.max_rows:,} rows, over the limit of {lim.max_rows:,} rows "
                              f"({lim.env_name('max_rows')})")
         size, over, reasons = measure_batch(batch, lim)
         total += size
         if total > lim.max_bytes:
-            raise InputError(f"{name}: decoded size in bytes (by row {n + rows:,}) {total:,}, over the limit of "
-                             f"{lim.max_bytes:,} ({lim.env_name('max_bytes')})")
+            raise _over(name, f"decoded size in bytes (by row {n + rows:,})", total, lim, "max_bytes")
         numbers = pa.array(range(n + 1, n + rows + 1), pa.int64())
         rejected = [(n + 1 + r, why) for r, why in sorted(reasons.items())]
         if over is not None:
@@ -744,7 +723,7 @@ def iter_checked_batches(batches: Iterable[pa.RecordBatch], name: str | Path, li
             batch = pa.RecordBatch.from_arrays(arrays, schema=_dense_schema(batch.schema))
             batch.validate(full=True)  # strings that are not UTF-8
         except PARQUET_ERRORS as err:
-            raise InputError(f"{name}: not a readable Arrow stream (after row {n}): {err}") from None
+            raise InputError(f"{name}: not a readable {what} (after row {n}): {err}") from None
         n += rows
         yield n, batch, numbers, rejected
 
@@ -932,6 +911,12 @@ def iter_text_tables(path: str | Path, text_column: str = "text", keep_columns: 
         yield _finish_text_table(table_of(), path, text_column, keep_columns, quarantined)
 
 
+def as_text(values: list) -> pa.Array:
+    """A string array of ``values``: strings as they are, anything else as its JSON text."""
+    return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                     for v in values], pa.string())
+
+
 def records_table(recs: list[dict]) -> pa.Table:
     """A table of JSON records; a field whose values Arrow cannot hold in one column (mixed
     types across rows, integers beyond int64) becomes a string column of their text (JSON for
@@ -946,8 +931,7 @@ def records_table(recs: list[dict]) -> pa.Table:
         try:
             cols[key] = pa.array(values)
         except (pa.ArrowException, OverflowError):
-            cols[key] = pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
-                                  for v in values], pa.string())
+            cols[key] = as_text(values)
     return pa.table(cols)
 
 
@@ -1131,6 +1115,5 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         try:
             cols.append(pc.cast(col, f.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            cols.append(pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
-                                  for v in col.to_pylist()], f.type))
+            cols.append(as_text(col.to_pylist()).cast(f.type))
     return pa.Table.from_arrays(cols, schema=schema)

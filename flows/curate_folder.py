@@ -23,11 +23,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from dataforge.config import ConfigError, PipelineConfig, load_config
+from dataforge.config import ConfigError, PipelineConfig
 from dataforge.records import now_utc
 from dataforge.sources import SourceConfig, SourceFile, resolve_source
 from dataforge.store import read_text, resolve_data_root, write_text
-from flows.pipeline import run_pipeline, select_stages
+from flows.pipeline import flow_config, run_pipeline, select_stages
 from flows.runners import task_runner
 
 STATE_DIR = "folders"
@@ -109,20 +109,12 @@ def curation_config(cfg: PipelineConfig, src: SourceConfig, files: list[str]) ->
                                   "cot": cfg.cot.model_copy(update={"enabled": False})})
 
 
-def _config(config_path: str, data_root: str | None) -> PipelineConfig:
-    cfg = load_config(config_path)
-    root = data_root or os.environ.get("DATAFORGE_DATA_ROOT")
-    if root:
-        cfg.data_root = root
-    return cfg
-
-
 @flow(name="dataforge-curate-folder-tasks")
 def curate_folder_tasks(config_path: str, folder: str, files: list[str], source: str = "folder",
                         kind: str = "document", fields: dict[str, str] | None = None, format: str = "auto",
                         data_root: str | None = None) -> str:
     """The curation run of ``files`` under the task runner the config chose (a subflow)."""
-    cfg = _config(config_path, data_root)
+    cfg = flow_config(config_path, data_root)
     src = folder_source(cfg, folder, source, kind, fields, format)
     return run_pipeline(curation_config(cfg, src, files), None, select_stages(None)).run_id
 
@@ -140,7 +132,7 @@ def curate_folder(config_path: str, folder: str, source: str = "folder", kind: s
     ``data_root`` defaults to ``$DATAFORGE_DATA_ROOT``, then to the config's.
     """
     logger = get_run_logger()
-    cfg = _config(config_path, data_root)
+    cfg = flow_config(config_path, data_root)
     src = folder_source(cfg, folder, source, kind, fields, format)
     todo = new_files(cfg, src)
     if not todo:

@@ -259,7 +259,8 @@ def _run_locked(cfg: PipelineConfig, run: Run, selected: set[str]) -> Run:
     return run
 
 
-def _config(config_path: str, data_root: str | None) -> PipelineConfig:
+def flow_config(config_path: str, data_root: str | None) -> PipelineConfig:
+    """A flow's config: the YAML, its data root overridden by ``data_root`` or ``$DATAFORGE_DATA_ROOT``."""
     cfg = load_config(config_path)
     root = data_root or os.environ.get("DATAFORGE_DATA_ROOT")
     if root:
@@ -271,7 +272,7 @@ def _config(config_path: str, data_root: str | None) -> PipelineConfig:
 def pipeline_tasks(config_path: str, data_root: str | None = None, run_id: str | None = None,
                    stages: list[str] | None = None) -> str:
     """The pipeline's tasks under the task runner the config chose (a subflow of ``pipeline``)."""
-    return run_pipeline(_config(config_path, data_root), run_id, select_stages(stages)).run_id
+    return run_pipeline(flow_config(config_path, data_root), run_id, select_stages(stages)).run_id
 
 
 @flow(name="dataforge-pipeline")
@@ -284,7 +285,7 @@ def pipeline(config_path: str, data_root: str | None = None, run_id: str | None 
     ``export`` (a part without generation continues the pipeline's latest run). With
     ``runner: {kind: dask}`` the tasks run on Dask in a subflow.
     """
-    cfg = _config(config_path, data_root)
+    cfg = flow_config(config_path, data_root)
     selected = select_stages(stages)
     if cfg.runner.kind != "threads":
         on_runner = pipeline_tasks.with_options(task_runner=task_runner(cfg.runner))

@@ -779,16 +779,17 @@ def test_decisions_agree_with_datatrove(pile_docs: list[dict], tmp_path) -> None
 
 def test_stage_checks_a_shard_in_batches_with_the_same_result(monkeypatch, pile_docs):
     """The stage's apply cuts a shard into batches (bounded working memory when several shards
-    run at once on threads); kept and rejected rows are those of one call over the shard."""
+    run at once on threads); kept and rejected rows are those of one pass over the shard."""
     from dataforge.config import parse_config
+    from dataforge.curate import heuristics as heur
     from dataforge.stages import heuristics as stage
 
     texts = [d["contents"] for d in pile_docs[:400]]
     table = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts, "kind": ["document"] * len(texts)})
     cfg = parse_config({"heuristics": {"enabled": True, "apply_to": ["document"], "c4": {"enabled": True},
                                        "gopher_repetition": {"enabled": True}, "fineweb_quality": {"enabled": True}}})
-    monkeypatch.setattr(stage, "BATCH_ROWS", 37)
+    monkeypatch.setattr(heur, "BATCH_ROWS", 37)
     kept, rejected = stage.STAGE.apply(table, cfg)
-    one_kept, one_rejected = apply_heuristics(table, cfg.heuristics)
+    one_kept, one_rejected = apply_heuristics(table, cfg.heuristics, batch_rows=table.num_rows)
     assert kept.equals(one_kept) and rejected.equals(one_rejected)
     assert kept.num_rows and rejected.num_rows

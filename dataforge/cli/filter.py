@@ -66,11 +66,7 @@ def filter_command(
             table = table.drop_columns(["kind"])
         table = table.append_column("_row", pa.array(range(n), pa.int64()))
         table = table.append_column("kind", pa.array(["document"] * n, pa.string()))
-        kept_parts, rejected_parts = [], []
-        for start in range(0, max(n, 1), batch_rows):
-            kept, rejected = apply_heuristics(table.slice(start, batch_rows), cfg)
-            kept_parts.append(kept)
-            rejected_parts.append(rejected)
+        kept, rejected = apply_heuristics(table, cfg, batch_rows=batch_rows)
 
         def restore(t: pa.Table) -> pa.Table:
             rows = t.column("_row")
@@ -79,7 +75,7 @@ def filter_command(
                 t = t.append_column("kind", own_kind.take(rows))
             return t
 
-        return restore(pa.concat_tables(kept_parts)), restore(pa.concat_tables(rejected_parts))
+        return restore(kept), restore(rejected)
 
     # streamed: the file is read, checked and written a table at a time (memory bounded by one)
     s = {"rows": 0, "kept": 0, "dropped": 0, "by_rule": Counter(), "c4_lines_removed": 0}

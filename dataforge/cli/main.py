@@ -419,15 +419,14 @@ def dedup_cmd(
     with near_duplicate_of:<survivor id>. Every row gains dedup_cluster, dedup_size and
     dedup_similarity. Example: dataforge dedup docs.jsonl --out deduped/ --text-column content
     """
-    import shutil
     import tempfile
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from dataforge.cli.standalone import iter_input
     from dataforge.config import DedupConfig
-    from dataforge.curate.dedup_ooc import RANK_COLUMNS, Workspace
+    from dataforge.curate.dedup import lsh_params
+    from dataforge.curate.dedup_ooc import dedup_out_of_core
     from dataforge.progress import progress_bar
     from dataforge.tabular import KeptRejectedWriter
 
@@ -439,41 +438,31 @@ def dedup_cmd(
     # signatures, bands grouped by DuckDB, then each part's kept and rejected rows written as
     # they come; memory bounded by a part plus a few integers per row and the candidate pairs
     out.mkdir(parents=True, exist_ok=True)
-    ws = Workspace(tempfile.mkdtemp(prefix=".dedup-work-", dir=out), cfg)
-    quarantined, parts, signs, ranks, offset = [], [], [], [], 0
-    try:
-        for i, (table, q) in enumerate(iter_input(input_file, text_column, label="sign")):
+    quarantined: list = []
+    counts = {"rows": 0, "exact": 0, "near": 0}
+
+    def tables():
+        for table, q in iter_input(input_file, text_column, label="sign"):
             quarantined.extend(q)
-            part = ws.folder / f"input-{i:05d}.parquet"
-            pq.write_table(table, part)
-            parts.append(part)
-            signs.append(ws.sign_shard(i, offset, table.column("text"), workers=workers))
-            ranks.append(table.select([c for c in RANK_COLUMNS if c in table.column_names]))
-            offset += table.num_rows
-        plan = ws.plan(signs, pa.concat_tables(ranks, promote_options="permissive"))
-        del ranks
-        with progress_bar(f"dedup {input_file.name}", plan.bands + len(parts)) as advance:
-            band_files = []
-            for b in range(plan.bands):
-                band_files.append(ws.band_candidates(plan, b))
-                advance()
-            decisions = ws.decide(plan, band_files)
-            writer = KeptRejectedWriter(out, text_column)
-            ids = ws.ids()
-            exact = near = 0
-            try:
-                for part, sign in zip(parts, signs):
-                    kept, rejected = ws.shard_tables(pq.read_table(part), sign.offset, decisions, ids)
-                    writer.write(kept, rejected)
-                    if rejected.num_rows:
-                        is_exact = pa.compute.starts_with(rejected.column("drop_reason"), "exact_duplicate_of:")
-                        exact += int(pa.compute.sum(is_exact).as_py() or 0)
-                        near += rejected.num_rows - int(pa.compute.sum(is_exact).as_py() or 0)
-                    advance()
-            finally:
-                writer.close(quarantined)
+            counts["rows"] += table.num_rows
+            yield table
+
+    def emit(kept, rejected):
+        writer.write(kept, rejected)
+        if rejected.num_rows:
+            exact = int(pa.compute.sum(pa.compute.starts_with(rejected.column("drop_reason"),
+                                                              "exact_duplicate_of:")).as_py() or 0)
+            counts["exact"] += exact
+            counts["near"] += rejected.num_rows - exact
+
+    writer = KeptRejectedWriter(out, text_column)
+    try:
+        with progress_bar(f"dedup {input_file.name}", lsh_params(cfg)[0]) as advance:
+            decisions = dedup_out_of_core(tables(), cfg, tempfile.mkdtemp(prefix=".dedup-work-", dir=out), emit,
+                                          workers=workers, advance=advance)
     finally:
-        ws.remove()
+        writer.close(quarantined)
+    offset, exact, near = counts["rows"], counts["exact"], counts["near"]
     largest = int(decisions["size"].max()) if len(decisions["size"]) else 0
     console.print(f"rows {offset}, kept {offset - exact - near}, exact duplicates {exact}, near duplicates {near}, "
                   f"largest cluster {largest}, quarantined {len(quarantined)}; written to {out}", highlight=False,

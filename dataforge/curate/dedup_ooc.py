@@ -32,7 +32,7 @@ streaming engine in ``benchmarks/bench_dedup_ooc.py``.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +178,7 @@ class Workspace:
                 carry_pos, carry_key = pos[start:], key[start:]
         finally:
             con.close()
-        np.save(out, np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.int64))
+        np.save(out, fast.unique_codes(np.concatenate(codes)) if codes else np.zeros(0, np.int64))
         return out
 
     # --- 4. verification, clusters, survivors ----------------------------------------------------
@@ -211,7 +211,8 @@ class Workspace:
         rep = np.load(self._path("rep"))
         reps = np.load(self._path("reps"))
         if m >= 2:
-            codes = np.unique(np.concatenate([np.load(f) for f in band_files])) if band_files else np.zeros(0, np.int64)
+            codes = (fast.unique_codes(np.concatenate([np.load(f) for f in band_files])) if band_files
+                     else np.zeros(0, np.int64))
             lefts, rights = [], []
             for start in range(0, len(codes), VERIFY_BATCH_PAIRS):
                 chunk = codes[start:start + VERIFY_BATCH_PAIRS]
@@ -297,22 +298,44 @@ def window_pairs(pos: np.ndarray, key: np.ndarray, window: int, first_new: int =
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def dedup_tables_out_of_core(tables: Sequence[pa.Table], cfg: DedupConfig, folder: str | Path
-                             ) -> tuple[pa.Table, pa.Table]:
-    """Every step in this process over in-memory shards (tests and a map of the steps)."""
+def dedup_out_of_core(tables: Iterable[pa.Table], cfg: DedupConfig, folder: str | Path,
+                      emit: Callable[[pa.Table, pa.Table], None], workers: int = 1,
+                      advance: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """Every step in this process over a stream of tables (a file read in parts): each table is
+    signed and kept in the workspace as it comes, then, after the plan, the bands (``advance``
+    after each) and the decisions, ``emit(kept, rejected)`` gets each table's result in order.
+    Returns the decisions (:meth:`Workspace.decide`). The workspace is removed at the end."""
     ws = Workspace(folder, cfg)
     try:
-        signs, offset = [], 0
+        parts, signs, ranks, offset = [], [], [], 0
         for i, t in enumerate(tables):
-            signs.append(ws.sign_shard(i, offset, t.column("text")))
+            part = ws.folder / f"input-{i:05d}.parquet"
+            pq.write_table(t, part)
+            parts.append(part)
+            signs.append(ws.sign_shard(i, offset, t.column("text"), workers=workers))
+            ranks.append(t.select([c for c in RANK_COLUMNS if c in t.column_names]))
             offset += t.num_rows
-        rank = pa.concat_tables([t.select([c for c in RANK_COLUMNS if c in t.column_names]) for t in tables],
-                                promote_options="permissive")
-        plan = ws.plan(signs, rank)
-        decisions = ws.decide(plan, [ws.band_candidates(plan, b) for b in range(plan.bands)])
+        plan = ws.plan(signs, pa.concat_tables(ranks, promote_options="permissive"))
+        del ranks
+        band_files = []
+        for b in range(plan.bands):
+            band_files.append(ws.band_candidates(plan, b))
+            if advance is not None:
+                advance()
+        decisions = ws.decide(plan, band_files)
         ids = ws.ids()
-        outs = [ws.shard_tables(t, s.offset, decisions, ids) for t, s in zip(tables, signs)]
-        return (pa.concat_tables([o[0] for o in outs], promote_options="permissive"),
-                pa.concat_tables([o[1] for o in outs], promote_options="permissive"))
+        for part, sign in zip(parts, signs):
+            emit(*ws.shard_tables(pq.read_table(part), sign.offset, decisions, ids))
+        return decisions
     finally:
         ws.remove()
+
+
+def dedup_tables_out_of_core(tables: Sequence[pa.Table], cfg: DedupConfig, folder: str | Path
+                             ) -> tuple[pa.Table, pa.Table]:
+    """:func:`dedup_out_of_core` over in-memory shards, the results concatenated (tests)."""
+    kept: list[pa.Table] = []
+    rejected: list[pa.Table] = []
+    dedup_out_of_core(tables, cfg, folder, lambda k, r: (kept.append(k), rejected.append(r)))
+    return (pa.concat_tables(kept, promote_options="permissive"),
+            pa.concat_tables(rejected, promote_options="permissive"))

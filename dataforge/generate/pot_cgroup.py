@@ -57,15 +57,12 @@ class ProgramCgroup:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of every process the program has run so far."""
-        try:
-            if self.version == 1:
+        if self.version == 1:
+            try:
                 return int(_read(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))) / 1e9
-            for line in _read(os.path.join(self.dirs["cpu"], "cpu.stat")).splitlines():
-                if line.startswith("usage_usec "):
-                    return int(line.split()[1]) / 1e6
-        except (OSError, ValueError, KeyError):
-            pass
-        return 0.0
+            except (OSError, ValueError):
+                return 0.0
+        return _stat(os.path.join(self.dirs["cpu"], "cpu.stat"), "usage_usec") / 1e6
 
     def memory_killed(self) -> bool:
         """True when the kernel's OOM killer ended a process of the program (its memory cap)."""
@@ -73,25 +70,7 @@ class ProgramCgroup:
 
     def _oom_kills(self) -> int:
         name = "memory.oom_control" if self.version == 1 else "memory.events"
-        try:
-            for line in _read(os.path.join(self.dirs["memory"], name)).splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError, KeyError):
-            pass
-        return 0
-
-    def tasks_refused(self) -> int:
-        """How often the program's task cap refused a fork or thread."""
-        try:
-            for line in _read(os.path.join(self.dirs["pids"], "pids.events")).splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max":
-                    return int(value)
-        except (OSError, ValueError, KeyError):
-            pass
-        return 0
+        return int(_stat(os.path.join(self.dirs["memory"], name), "oom_kill"))
 
     def remove(self, timeout: float = 5.0) -> None:
         """Remove the group once its processes have gone (they are being killed: retried)."""
@@ -112,6 +91,18 @@ class ProgramCgroup:
 def _read(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
+
+
+def _stat(path: str, key: str) -> float:
+    """The value of ``key`` in a cgroup file of ``key value`` lines (0 when absent or unreadable)."""
+    try:
+        for line in _read(path).splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return float(value)
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 def _write(path: str, value: str) -> None:

@@ -6,22 +6,10 @@ from dataforge.config import HeuristicsConfig
 from dataforge.stages.registry import CURATION, Stage, register
 
 
-#: rows checked per call: a call's working memory grows with its rows (Python strings, the
-#: kernels' per-byte arrays), and the flow runs several shards at once on threads; a 50,000-row
-#: shard in one call held about 1.5 GB
-BATCH_ROWS = 5000
-
-
 def _apply(table, cfg):
-    import pyarrow as pa
-
     from dataforge.curate.heuristics import apply_heuristics
 
-    if table.num_rows <= BATCH_ROWS:
-        return apply_heuristics(table, cfg.heuristics)
-    parts = [apply_heuristics(table.slice(start, BATCH_ROWS), cfg.heuristics)
-             for start in range(0, table.num_rows, BATCH_ROWS)]
-    return (pa.concat_tables([k for k, _ in parts]), pa.concat_tables([r for _, r in parts]))
+    return apply_heuristics(table, cfg.heuristics)
 
 
 STAGE = register(Stage(
