@@ -739,6 +739,11 @@ class RunnerConfig(_Model):
     so no stage hash includes it."""
 
     kind: Literal["threads", "dask"] = "threads"
+    workers: int | None = Field(None, ge=1, le=1024)
+    """``threads``: how many tasks run at once (shards of a curation stage, dedup's signature and
+    band tasks). Default: the CPUs this process may use, at least 2. Each running shard task holds its shard,
+    so this times the shard's size bounds a stage's memory (Prefect's own default, CPUs + 4,
+    held three shards too many on 2 cores for no speed: the heavy parts hold the GIL)."""
     address: str | None = None
     n_workers: int = Field(2, ge=1, le=1024)
     threads_per_worker: int = Field(1, ge=1, le=256)
@@ -750,7 +755,19 @@ class RunnerConfig(_Model):
                 raise ValueError("address is the Dask scheduler's: set kind: dask with it")
             if "://" not in self.address:
                 raise ValueError(f"address {self.address!r} should look like tcp://host:8786")
+        if self.workers is not None and self.kind != "threads":
+            raise ValueError("workers is the threads runner's; a Dask cluster has n_workers and threads_per_worker")
         return self
+
+    def thread_workers(self) -> int:
+        """Tasks the threads runner runs at once."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cpus = os.cpu_count() or 1
+        return max(2, cpus)  # at least 2, so textbooks and CoT still generate side by side
 
 
 class OrchestrationConfig(_Model):

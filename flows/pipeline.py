@@ -286,8 +286,9 @@ def pipeline(config_path: str, data_root: str | None = None, run_id: str | None 
     ``runner: {kind: dask}`` the tasks run on Dask in a subflow.
     """
     cfg = flow_config(config_path, data_root)
-    selected = select_stages(stages)
-    if cfg.runner.kind != "threads":
-        on_runner = pipeline_tasks.with_options(task_runner=task_runner(cfg.runner))
-        return on_runner(config_path, data_root, run_id, stages)
-    return run_pipeline(cfg, run_id, selected).run_id
+    select_stages(stages)  # a bad stage name fails here, before the subflow starts
+    # the tasks run in a subflow on the runner the config chose: for threads too, since the flow's
+    # own ThreadPoolTaskRunner has no bound (Prefect's default is sys.maxsize workers, so every
+    # shard of a stage was read into memory at once)
+    on_runner = pipeline_tasks.with_options(task_runner=task_runner(cfg.runner))
+    return on_runner(config_path, data_root, run_id, stages)

@@ -1,6 +1,7 @@
 """Where the flow's tasks run, chosen by the ``runner`` section of the pipeline YAML.
 
-``threads`` (default): Prefect's thread pool in the flow's process. ``dask``: prefect-dask's
+``threads`` (default): Prefect's thread pool in the flow's process, ``workers`` tasks at once
+(default: the CPUs; each running shard task holds its shard, so this bounds a stage's memory). ``dask``: prefect-dask's
 ``DaskTaskRunner``, either on a temporary ``distributed.LocalCluster`` started for the run and
 torn down after it, or on a running cluster given by its scheduler ``address``::
 
@@ -28,7 +29,7 @@ LOOPBACK = "127.0.0.1"
 def task_runner(cfg: RunnerConfig) -> TaskRunner:
     """The Prefect task runner for ``cfg``."""
     if cfg.kind == "threads":
-        return ThreadPoolTaskRunner()
+        return ThreadPoolTaskRunner(max_workers=cfg.thread_workers())
     from prefect_dask import DaskTaskRunner
 
     if cfg.address:
@@ -56,7 +57,7 @@ def current_api_url() -> str:
 
 def describe(cfg: RunnerConfig) -> str:
     if cfg.kind == "threads":
-        return "threads"
+        return f"threads ({cfg.thread_workers()} at once)"
     if cfg.address:
         return f"dask at {redact_url(cfg.address)}"
     return f"dask LocalCluster ({cfg.n_workers} workers x {cfg.threads_per_worker} threads)"

@@ -10,6 +10,8 @@ seconds) would let a second boundary between two runs pick another survivor, wha
 
 from __future__ import annotations
 
+import os
+
 import pickle
 from pathlib import Path
 
@@ -91,6 +93,10 @@ def test_runner_config_errors_name_the_field():
         parse_config({"runner": {"kind": "dask", "n_workers": 0}})
     with pytest.raises(ConfigError, match=r"orchestration\.retries"):
         parse_config({"orchestration": {"retries": -1}})
+    with pytest.raises(ConfigError, match=r"runner: .*workers is the threads runner's"):
+        parse_config({"runner": {"kind": "dask", "workers": 2}})
+    with pytest.raises(ConfigError, match=r"runner\.workers"):
+        parse_config({"runner": {"workers": 0}})
     assert parse_config({"runner": {"kind": "dask", "address": "tcp://10.0.0.5:8786"}}).runner.address
 
 
@@ -100,7 +106,10 @@ def test_task_runner_follows_the_config():
 
     from flows.runners import task_runner
 
-    assert isinstance(task_runner(parse_config({}).runner), ThreadPoolTaskRunner)
+    default = task_runner(parse_config({}).runner)
+    assert isinstance(default, ThreadPoolTaskRunner)
+    assert default._max_workers == max(2, len(os.sched_getaffinity(0)))  # Prefect's own default is CPUs + 4
+    assert task_runner(parse_config({"runner": {"workers": 1}}).runner)._max_workers == 1
     remote = task_runner(parse_config({"runner": {"kind": "dask", "address": "tcp://10.0.0.5:8786"}}).runner)
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
 

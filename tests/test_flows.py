@@ -241,3 +241,47 @@ def test_prefect_yaml_errors_name_the_entry(tmp_path):
     p.write_text("deployments:\n  - name: x\n    entrypoint: flows/pipeline.py:pipeline\n    shedules: []\n")
     with pytest.raises(DeploymentSpecError, match=r"deployments\[0\] \(x\): unknown field\(s\) \['shedules'\]"):
         read_deployment_specs(p)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shard_tasks_run_at_most_workers_at_once(tmp_path, monkeypatch, workers):
+    """``runner.workers`` bounds how many shard tasks hold their shard at once (each holds its
+    whole shard, so this bounds a curation stage's memory); the rows are the same."""
+    import threading
+    import time
+
+    import yaml
+
+    from flows.pipeline import pipeline
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": f"Document {i} is a plain sentence about the number {i}. "
+                                               "It has a second sentence too, with a few more words in it."}) + "\n"
+                           for i in range(60)))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "w", "data_root": str(tmp_path / "data"), "shard_rows": 5,
+                                      "sources": {"docs": {"path": str(src)}},
+                                      "heuristics": {"enabled": True, "apply_to": ["document"]},
+                                      "dedup": {"enabled": False}, "runner": {"workers": workers}}))
+    running, most = 0, 0
+    lock = threading.Lock()
+    real = get_stage("heuristics").apply
+
+    def counted(table, cfg):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.3)  # long enough for every free worker to take a shard meanwhile
+            return real(table, cfg)
+        finally:
+            with lock:
+                running -= 1
+
+    with replaced("heuristics", apply=counted):
+        rid = pipeline(str(config), stages=["generation", "curation"])
+    run = Run(load_config(config).data_root, rid)
+    assert len(run.files("ingest")) == 12
+    assert most == workers
+    assert run.read("heuristics").num_rows + run.read_rejected("heuristics").num_rows == 60
