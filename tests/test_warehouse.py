@@ -297,3 +297,28 @@ def test_export_crash_leaves_nothing_half_written(built, monkeypatch, previous):
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     else:
         assert not out.exists()
+
+
+def test_run_summary_counts_dedup_reasons_together_and_skips_diversity_of_a_large_output(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """The end-of-run summary: one line per kind of duplicate (not one per kept row, which made
+    25,000 lines on a 1 GB run), and no lexical diversity report above the size limit (a minute
+    per 500 MB of text)."""
+    import importlib
+
+    cli_main = importlib.import_module("dataforge.cli.main")  # the package exports a function of that name
+    run = open_run(PipelineConfig(data_root=str(tmp_path)), "r1")
+    gen = samples_to_table([textbook(i) for i in range(6)])
+    commit(run, "textbooks", gen, with_drop(gen.slice(0, 0), "textbooks", []))
+    reasons = ["near_duplicate_of:aaaa", "near_duplicate_of:bbbb", "exact_duplicate_of:aaaa"]
+    commit(run, "dedup", gen.slice(3), with_drop(gen.slice(0, 3), "dedup", reasons))
+    rows = warehouse.query(run, warehouse.report_queries()["drop_reasons"]).to_pylist()
+    assert rows == [{"drop_stage": "dedup", "drop_reason": "near_duplicate_of:<id>", "rows": 2},
+                    {"drop_stage": "dedup", "drop_reason": "exact_duplicate_of:<id>", "rows": 1}]
+
+    cli_main.print_report(run)
+    assert "lexical diversity: left out" not in capsys.readouterr().out
+    monkeypatch.setattr(cli_main, "REPORT_DIVERSITY_MAX_BYTES", 100)  # the 3 output texts hold ~250 bytes
+    cli_main.print_report(run)
+    out = capsys.readouterr().out
+    assert "lexical diversity: left out of this summary" in out and "3 rows" in out

@@ -72,8 +72,11 @@ app.command("filter")(filter_command)
 app.command("browse")(browse_command)
 
 
-#: above this many output rows the end-of-run summary leaves out the lexical diversity report
+#: above this many output rows, or bytes of output text, the end-of-run summary leaves out the
+#: lexical diversity report (it counts the distinct n-grams of every row: about 8 MB of text a
+#: second, so a minute on a 500 MB output)
 REPORT_DIVERSITY_MAX_ROWS = 200_000
+REPORT_DIVERSITY_MAX_BYTES = 50_000_000
 
 
 def print_report(run: Run) -> None:
@@ -83,11 +86,14 @@ def print_report(run: Run) -> None:
     try:
         rec = run.load_record()
         console.print(f"[bold]run[/] {run.run_id}  status={rec.status}  dir={run.dir}")
-        big = fetch_arrow(con, "SELECT count(*) AS n FROM final").column(0)[0].as_py() > REPORT_DIVERSITY_MAX_ROWS
+        size = fetch_arrow(con, "SELECT count(*) AS n, coalesce(sum(strlen(text)), 0)::BIGINT AS b FROM final")
+        rows, text_bytes = size.column(0)[0].as_py(), size.column(1)[0].as_py()
+        big = rows > REPORT_DIVERSITY_MAX_ROWS or text_bytes > REPORT_DIVERSITY_MAX_BYTES
         for name, sql in report_queries().items():
             if name == "lexical_diversity" and big:  # distinct n-grams of every row: minutes on a large run
-                console.print(f"lexical diversity: left out of this summary for a run of more than "
-                              f"{REPORT_DIVERSITY_MAX_ROWS:,} output rows; "
+                console.print(f"lexical diversity: left out of this summary for an output of more than "
+                              f"{REPORT_DIVERSITY_MAX_ROWS:,} rows or {REPORT_DIVERSITY_MAX_BYTES // 1_000_000} MB of "
+                              f"text ({rows:,} rows, {text_bytes / 1e6:,.0f} MB); "
                               f'dataforge sql "select * from lexical_diversity" --run {run.run_id}', highlight=False)
                 continue
             print_table(fetch_arrow(con, sql), title=name.replace("_", " "))
