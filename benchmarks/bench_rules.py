@@ -17,7 +17,7 @@ every disagreement counted by (our reason, datatrove's reason). The same figures
 (``time.process_time`` of each process) follow: on this shared machine other work stretches the
 wall time of both sides, and the CPU time much less. Both tokenizers cache the split of each
 distinct whitespace chunk for the life of the process (spaCy's ``Tokenizer`` cache; our bulk
-path's chunk cache, ``heuristics_fast.CHUNK_CACHE``, and ``wordtok.chunk_tokens``), so the medians
+path's per-thread chunk cache, ``heuristics_fast.chunk_cache()``, and ``wordtok.chunk_tokens``), so the medians
 are steady-state figures for both; "ours, cold" is our first repeat after clearing our caches
 (every chunk tokenized from scratch). Our reference (per-row Python) path is timed too, for
 scale, and ours on documents the process has not seen (the caches warmed on the other half of

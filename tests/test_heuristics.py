@@ -663,12 +663,12 @@ def test_chunk_cache_paths(monkeypatch) -> None:
     monkeypatch.setattr(F.ChunkCache, "max_entries", 10)
     for part in (texts[:10], texts[10:40], texts[40:]):
         assert_paths_agree(part, every)
-    assert F.CHUNK_CACHE.n > 10  # filled past the bound within a call, cleared at the next one
+    assert F.chunk_cache().n > 10  # filled past the bound within a call, cleared at the next one
 
 
 def test_bulk_path_from_threads() -> None:
-    """Threads share the chunk cache (the kernels release the GIL): each call still gets the
-    reference's answer."""
+    """Calls from several threads (each with its own chunk cache; the kernels release the GIL)
+    each get the reference's answer, and the caches are the threads' own."""
     from concurrent.futures import ThreadPoolExecutor
 
     from dataforge.curate import heuristics_fast as F
@@ -679,8 +679,16 @@ def test_bulk_path_from_threads() -> None:
     jobs = [(part, configs[i % len(configs)]) for i, part in enumerate(parts)] * 2
     expected = [H.heuristics_table(part, cfg, fast=False) for part, cfg in jobs]
     F.clear_caches()
+    caches = set()
+
+    def check(job):
+        out = H.heuristics_table(job[0], job[1])
+        caches.add(id(F.chunk_cache()))
+        return out
+
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda job: H.heuristics_table(job[0], job[1]), jobs))
+        got = list(pool.map(check, jobs))
+    assert len(caches) > 1 and id(F.chunk_cache()) not in caches
     for (fm, fr, fc), (rm, rr, rc) in zip(got, expected):
         assert fm.to_pylist() == rm.to_pylist()
         assert (fr, fc) == (rr, rc)

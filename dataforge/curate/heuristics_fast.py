@@ -35,6 +35,7 @@ import functools
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numba
@@ -559,8 +560,8 @@ class ChunkCache:
     token vocabulary (length, sentence mark, punctuation, datatrove word, alphabetic flags per
     token). Cleared whole when it holds more than :attr:`max_entries` chunks or :attr:`max_bytes`
     bytes of them. Arrays only grow by reallocation, so a snapshot taken under the lock stays
-    valid for the entries it holds. The process's cache is :data:`CHUNK_CACHE`; :func:`clear_caches`
-    empties it."""
+    valid for the entries it holds. Each thread has its own (:func:`chunk_cache`); :func:`clear_caches`
+    empties them all."""
 
     max_entries = 1 << 19  # at the bound ~140 MB: records, slots, arena, the token and word dicts
     max_bytes = 1 << 26
@@ -709,13 +710,27 @@ class ChunkCache:
             return [(self.tok_index[t], j) for j, t in enumerate(tokens) if t in self.tok_index]
 
 
-CHUNK_CACHE = ChunkCache()
+_THREAD = threading.local()
+_ALL_CACHES: "weakref.WeakSet[ChunkCache]" = weakref.WeakSet()
+
+
+def chunk_cache() -> ChunkCache:
+    """This thread's chunk cache. One per thread, not one per process: a shared cache held its
+    lock over the lookup pass (two thirds of the families' time), so shard tasks on two threads
+    ran one at a time. The cache only memoizes, so which cache a text meets never changes a
+    result; each holds at most :attr:`ChunkCache.max_bytes` of chunks."""
+    cache = getattr(_THREAD, "cache", None)
+    if cache is None:
+        cache = _THREAD.cache = ChunkCache()
+        _ALL_CACHES.add(cache)
+    return cache
 
 
 def clear_caches() -> None:
-    """Forget every chunk and token seen (the bulk path's cache and wordtok's): the next call
+    """Forget every chunk and token seen (every thread's cache and wordtok's): the next call
     tokenizes from scratch (benchmarks/bench_rules.py's "cold" figures)."""
-    CHUNK_CACHE.clear()
+    for cache in list(_ALL_CACHES):
+        cache.clear()
     wordtok.chunk_tokens.cache_clear()
 
 
@@ -1355,7 +1370,8 @@ class _Column:
         return self._lines
 
     def resolve(self, need: np.ndarray, stop_words: Sequence[str]) -> None:
-        self.words, self.ids, self.tok_at, self.tok_props = CHUNK_CACHE.resolve(
+        self.cache = chunk_cache()  # token ids are this cache's: later lookups go to the same one
+        self.words, self.ids, self.tok_at, self.tok_props = self.cache.resolve(
             self.data, self.cs, self.ce, self.doc_c, need, stop_words)
         self.tok_off = self.tok_at[self.doc_c]  # per text (all chunks need tokens when these are read)
 
@@ -1378,7 +1394,7 @@ def _gopher_quality_datatrove_values(col: _Column, stop_words: Sequence[str]) ->
     props = col.tok_props
     stop_list = sorted(set(stop_words))
     stop_idx = np.full(props.shape[1], -1, np.int64)
-    for tid, j in CHUNK_CACHE.token_ids(stop_list):
+    for tid, j in col.cache.token_ids(stop_list):
         stop_idx[tid] = j
     out = _gopher_quality_datatrove(col.data, *col.lines(), col.tok_off, col.ids, props[0], props[3], props[4],
                                     stop_idx, len(stop_list))
