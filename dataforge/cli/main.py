@@ -74,7 +74,7 @@ app.command("browse")(browse_command)
 
 #: above this many output rows, or bytes of output text, the end-of-run summary leaves out the
 #: lexical diversity report (it counts the distinct n-grams of every row: about 8 MB of text a
-#: second, so a minute on a 500 MB output)
+#: second, so a minute on a 500 MB output); the size is in characters, from the output report
 REPORT_DIVERSITY_MAX_ROWS = 200_000
 REPORT_DIVERSITY_MAX_BYTES = 50_000_000
 
@@ -86,17 +86,21 @@ def print_report(run: Run) -> None:
     try:
         rec = run.load_record()
         console.print(f"[bold]run[/] {run.run_id}  status={rec.status}  dir={run.dir}")
-        size = fetch_arrow(con, "SELECT count(*) AS n, coalesce(sum(strlen(text)), 0)::BIGINT AS b FROM final")
-        rows, text_bytes = size.column(0)[0].as_py(), size.column(1)[0].as_py()
+        reports = report_queries()
+        # the output report (rows and mean characters per kind) sizes the output: one scan of its text
+        output = fetch_arrow(con, reports["output"]).to_pylist()
+        rows = sum(r["rows"] for r in output)
+        text_bytes = sum(r["rows"] * (r["avg_chars"] or 0) for r in output)
         big = rows > REPORT_DIVERSITY_MAX_ROWS or text_bytes > REPORT_DIVERSITY_MAX_BYTES
-        for name, sql in report_queries().items():
+        for name, sql in reports.items():
             if name == "lexical_diversity" and big:  # distinct n-grams of every row: minutes on a large run
                 console.print(f"lexical diversity: left out of this summary for an output of more than "
                               f"{REPORT_DIVERSITY_MAX_ROWS:,} rows or {REPORT_DIVERSITY_MAX_BYTES // 1_000_000} MB of "
                               f"text ({rows:,} rows, {text_bytes / 1e6:,.0f} MB); "
                               f'dataforge sql "select * from lexical_diversity" --run {run.run_id}', highlight=False)
                 continue
-            print_table(fetch_arrow(con, sql), title=name.replace("_", " "))
+            table = pa.Table.from_pylist(output) if name == "output" and output else fetch_arrow(con, sql)
+            print_table(table, title=name.replace("_", " "))
         t = rec.teacher or {}
         if t:
             console.print("teacher: " + ", ".join(f"{k}={v}" for k, v in t.items()))
