@@ -104,6 +104,24 @@ class TeacherConfig(_Model):
     batch_completion_window: str = "24h"
     batch_max_requests: int = Field(50_000, ge=1, le=50_000)  # OpenAI's per-batch limit
     local: LocalServerConfig = LocalServerConfig()
+    # distillation signals (dataforge/teacher/logprobs.py): generation requests ask for
+    # `logprobs` with `top_logprobs: k` and rows keep each token's top-k (`teacher_topk`);
+    # None/0 = off. `tokenizer`: the teacher's tokenizer.json, so the column holds token ids
+    # (provider local: the GGUF's vocabulary is used without it); else token strings
+    logprobs: int | None = Field(None, ge=0, le=20)
+    tokenizer: str | None = None
+
+    # stop the run cleanly before a request could take the run's teacher spend past this many USD
+    # (dataforge/teacher/budget.py; `dataforge run --resume` continues under a raised budget).
+    # None = no budget; an unpriced (local) model costs 0 and is never stopped
+    budget_usd: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _budget_online_only(self) -> "TeacherConfig":
+        if self.budget_usd is not None and self.mode == "batch":
+            raise ValueError("teacher.budget_usd: not supported with mode: batch (a batch is billed after it is "
+                             "submitted); use mode: online, or drop the budget")
+        return self
 
     @model_validator(mode="after")
     def _base_url_for_remote(self) -> "TeacherConfig":
@@ -394,6 +412,127 @@ class CotConfig(_Model):
         return [self.seeds] if isinstance(self.seeds, str) else list(self.seeds)
 
 
+# --- the instructions stage (dataforge/generate/instructions.py; docs/stages/instructions.md)
+
+# Self-Instruct's filter list (Wang et al. 2023, arXiv:2212.10560, section 2.3): tasks a language
+# model cannot do (images, files, plots) or that need the outside world
+SELF_INSTRUCT_BLOCKED_WORDS = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
+                               "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+# WizardLM's five in-depth operations and its in-breadth one (Xu et al. 2023, arXiv:2304.12244)
+EvolOperation = Literal["constraints", "deepen", "concretize", "reasoning", "complicate_input", "breadth"]
+# chat templates Magpie knows the pre-query user prefix of (dataforge/generate/instructions.py)
+MagpieTemplate = Literal["chatml", "llama3", "phi3", "gemma", "mistral"]
+
+
+class SelfInstructConfig(_Model):
+    """Self-Instruct (Wang et al. 2023): new instructions written from a few sampled seed and
+    generated ones, kept when their ROUGE-L to every instruction so far is below ``max_rouge_l``."""
+
+    count: int = Field(0, ge=0, le=100_000)  # instructions to keep (0: the method is off)
+    seed_examples: int = Field(6, ge=1, le=20)  # the paper: 6 human-written tasks in context ...
+    generated_examples: int = Field(2, ge=0, le=20)  # ... and 2 machine-generated ones
+    new_per_request: int = Field(4, ge=1, le=20)  # new tasks asked for in one request
+    requests_per_round: int = Field(4, ge=1, le=256)  # asked together; the pool grows between rounds
+    max_requests: int | None = Field(None, ge=1)  # default: 4 x the requests count needs
+    max_rouge_l: float = Field(0.7, gt=0, le=1)  # the paper's threshold
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(150, ge=1)
+    blocked_words: list[str] = Field(default_factory=lambda: list(SELF_INSTRUCT_BLOCKED_WORDS))
+    temperature: float = Field(0.7, ge=0, le=2)  # the paper: 0.7
+    top_p: float = Field(0.5, gt=0, le=1)  # the paper: 0.5
+    max_tokens: int = Field(300, ge=16)
+
+    @model_validator(mode="after")
+    def _words(self) -> "SelfInstructConfig":
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
+class EvolInstructConfig(_Model):
+    """Evol-Instruct (WizardLM, Xu et al. 2023): ``count`` seed instructions each evolved for
+    ``rounds`` rounds by an operation drawn from ``operations`` (name -> weight); a failed
+    evolution is eliminated and its parent evolves again next round."""
+
+    count: int = Field(0, ge=0, le=100_000)  # evolution chains (their roots cycle through the seeds)
+    rounds: int = Field(2, ge=1, le=10)  # WizardLM ran 4
+    operations: dict[EvolOperation, float] = Field(default_factory=lambda: {
+        "constraints": 1.0, "deepen": 1.0, "concretize": 1.0, "reasoning": 1.0, "complicate_input": 1.0,
+        "breadth": 1.0})
+    # how "no information gain over the parent" is judged: "rules" (the same text, or ROUGE-L to
+    # the parent at or above max_parent_rouge_l) or "teacher" (WizardLM's equality prompt)
+    no_gain_check: Literal["rules", "teacher"] = "rules"
+    max_parent_rouge_l: float = Field(0.9, gt=0, le=1)
+    sorry_max_words: int = Field(80, ge=1)  # WizardLM: a reply with "sorry" under 80 words failed
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(256, ge=16)
+
+    @field_validator("operations")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()):
+            raise ValueError(f"weights must be >= 0, got {v}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError("give at least one operation a weight above 0")
+        return v
+
+
+class MagpieConfig(_Model):
+    """Magpie (Xu et al. 2024): only the chat template's pre-query user prefix is sent to the
+    completions endpoint, so the aligned model writes a user query itself; then it answers."""
+
+    count: int = Field(0, ge=0, le=100_000)  # queries to ask for
+    template: MagpieTemplate = "chatml"  # SmolLM2-Instruct (the embedded teacher) uses ChatML
+    prefix: str | None = Field(None, min_length=1)  # the pre-query text itself (overrides template)
+    # whether the teacher serves /v1/completions: null = ask it (a 404 stops the stage before any
+    # other request), false = refuse Magpie before the run starts
+    completions_endpoint: bool | None = None
+    temperature: float = Field(1.0, ge=0, le=2)  # the paper: 1.0
+    top_p: float = Field(1.0, gt=0, le=1)  # the paper: 1.0
+    max_tokens: int = Field(128, ge=8)
+    min_words: int = Field(3, ge=1)
+
+
+class InstructionsConfig(_Model):
+    """The ``instructions`` generation stage: instruction-tuning pairs by Self-Instruct,
+    Evol-Instruct and Magpie (each on when its ``count`` is above 0), answered by the teacher."""
+
+    enabled: bool = False
+    seeds: str | None = None  # JSONL of seed tasks (instruction, optional input, id, category); default: shipped
+    self_instruct: SelfInstructConfig = SelfInstructConfig()
+    evol_instruct: EvolInstructConfig = EvolInstructConfig()
+    magpie: MagpieConfig = MagpieConfig()
+    answer_temperature: float = Field(0.7, ge=0, le=2)
+    answer_top_p: float = Field(0.95, gt=0, le=1)
+    answer_max_tokens: int = Field(512, ge=16)
+    # the teacher answers each kept instruction this many times (sample_index 0..n-1, seed + k), so
+    # the judge's scores give preference pairs between answers to one instruction
+    answers_per_instruction: int = Field(1, ge=1, le=8)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_path(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("name a seed file, or leave it out for the shipped seeds")
+        return v
+
+    @field_validator("answers_per_instruction")
+    @classmethod
+    def _sampled_answers(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("answer_temperature") == 0:
+            raise ValueError("several answers need answer_temperature above 0 (at 0 they are identical, and "
+                             "identical answers are dropped)")
+        return v
+
+    @model_validator(mode="after")
+    def _some_method(self) -> "InstructionsConfig":
+        if self.enabled and not (self.self_instruct.count or self.evol_instruct.count or self.magpie.count):
+            raise ValueError("enabled with no method: set self_instruct.count, evol_instruct.count or magpie.count "
+                             "above 0")
+        return self
+
+
 class GopherQualityConfig(_Model):
     """Gopher quality rules; defaults from Rae et al. 2021 ("Scaling Language Models:
     Methods, Analysis & Insights from Training Gopher"), Appendix A.1.1. A None threshold
@@ -663,6 +802,8 @@ class SlmConfig(_Model):
     seed: int = 0
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's (physical cores)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # distillation (dataforge/slm/distill.py): loss = (1 - w) * CE + w * KL(teacher top-k || student)
+    distill_weight: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_length(self) -> "SlmConfig":
@@ -770,6 +911,29 @@ class RunnerConfig(_Model):
         return max(2, cpus)  # at least 2, so textbooks and CoT still generate side by side
 
 
+class EstimateConfig(_Model):
+    """What ``dataforge run --estimate`` assumes where it cannot count (dataforge/estimate.py).
+
+    ``completion_tokens``: the reply length to expect per request, by stage name (``textbooks``,
+    ``cot``, ``synthesis``, ``judge``); a stage not named is charged its ``max_tokens`` (an upper
+    bound). ``chars_per_token``: prompt characters a token when the teacher's tokenizer is not
+    available locally (4, the usual rule for English with BPE tokenizers). ``judge_rows``: the
+    share of generated rows expected to reach the judge after curation (1: every one, an upper
+    bound)."""
+
+    completion_tokens: dict[str, int] = Field(default_factory=dict)
+    chars_per_token: float = Field(4.0, gt=0)
+    judge_rows: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("completion_tokens")
+    @classmethod
+    def _positive(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 0}
+        if bad:
+            raise ValueError(f"token counts must be >= 0, got {bad}")
+        return v
+
+
 class OrchestrationConfig(_Model):
     """How the Prefect flow runs its stage tasks (flows/pipeline.py). A failed stage task is
     retried ``retries`` times after ``retry_delay_seconds`` (stages resume from their manifests
@@ -784,6 +948,21 @@ class OrchestrationConfig(_Model):
     teacher_burst: int | None = Field(None, ge=1)
 
 
+class PreferenceConfig(_Model):
+    """How the ``preference`` export layout pairs responses (dataforge/select/preference.py):
+    ``verification`` pairs a CoT question's verified sample with a failed one, ``judge`` pairs
+    the best-scored response to a prompt with one scored at least ``judge_margin`` lower (on the
+    judge's 0-5 scale). ``one`` pair per question/prompt (the hardest negative) or ``all``."""
+
+    sources: list[Literal["verification", "judge"]] = Field(
+        default_factory=lambda: ["verification", "judge"], min_length=1)
+    cot_pairs: Literal["one", "all"] = "one"
+    judge_pairs: Literal["one", "all"] = "one"
+    judge_margin: float = Field(1.0, gt=0, le=5)
+    judge_kinds: list[Literal["textbook", "instruction", "cot", "document"]] = Field(
+        default_factory=lambda: ["textbook", "instruction"], min_length=1)
+
+
 class ExportConfig(_Model):
     """The hand-off dataset (dataforge/export.py). ``formats`` are file formats; ``kinds`` are
     the row layouts TRL reads: ``chat`` (``messages``), ``prompt_completion`` (``prompt`` /
@@ -795,8 +974,8 @@ class ExportConfig(_Model):
 
     name: str = "default"
     formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"], min_length=1)
-    kinds: list[Literal["chat", "prompt_completion", "text", "tokens"]] = Field(default_factory=lambda: ["chat"],
-                                                                                min_length=1)
+    kinds: list[Literal["chat", "prompt_completion", "text", "tokens", "preference"]] = Field(
+        default_factory=lambda: ["chat"], min_length=1)
     prompt_style: Literal["conversational", "standard"] = "conversational"
     validation_fraction: float = Field(0.02, ge=0.0, lt=1.0)
     split_salt: str = "dataforge-split-v1"  # changing it reshuffles the split
@@ -804,6 +983,8 @@ class ExportConfig(_Model):
     tokenizer: str | None = None  # the tokens layout's tokenizer (required with it); never downloaded
     eos_token: str | None = None  # appended after each document; default: the tokenizer's EOS
     shard_tokens: int = Field(100_000_000, ge=1, le=2**40)  # tokens per .bin shard of the tokens layout
+    distill: bool = False  # Parquet files of the row layouts carry teacher_topk (teacher.logprobs)
+    preference: PreferenceConfig = PreferenceConfig()  # the preference layout's pairing rules
 
     @field_validator("formats", "kinds")
     @classmethod
@@ -866,6 +1047,7 @@ class PipelineBase(_Model):
     export: ExportConfig = ExportConfig()
     runner: RunnerConfig = RunnerConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    estimate: EstimateConfig = EstimateConfig()  # what `dataforge run --estimate` assumes
 
     # where the YAML came from; relative paths inside it resolve against its folder
     source_path: str | None = Field(None, exclude=True)
@@ -935,6 +1117,9 @@ class PipelineBase(_Model):
             value = getattr(self, s)
             data[s] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         data = redact_teacher_url(data)  # the hash is stored in run.json: no credentials in it
+        if isinstance(data.get("teacher"), dict) and "budget_usd" in data["teacher"]:
+            # a budget decides when a run stops, never what it makes: raising it keeps committed stages
+            data["teacher"] = {k: v for k, v in data["teacher"].items() if k != "budget_usd"}
         if extra is not None:
             data["_extra"] = extra
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -127,7 +127,8 @@ EXPORT_LOCK_TIMEOUT_S = 600.0  # a second export of the same folder waits this l
 PROVENANCE = ["id", "kind", "topic", "audience", "style", "teacher_model", "template", "seed_id",
               "question", "answer", "gold_answer", "votes", "agreement", "run_id"]
 ROW_LAYOUTS = ("chat", "prompt_completion", "text")  # rows in JSONL/Parquet files
-LAYOUTS = (*ROW_LAYOUTS, "tokens")  # tokens: token ids in binary shards (dataforge/tokens.py)
+LAYOUTS = (*ROW_LAYOUTS, "tokens", "preference")  # tokens: token ids in binary shards (dataforge/tokens.py)
+# preference: (prompt, chosen, rejected) pairs built across rows (dataforge/export_preference.py)
 FORMATS = ("jsonl", "parquet")
 SPLITS = ("train", "validation")
 ROLES = ("system", "user", "assistant")
@@ -193,7 +194,8 @@ def _layout_schema(layout: str, prompt_style: str) -> pa.Schema | None:
 def jsonl_columns(layout: str) -> list[str]:
     """The fields of a layout's JSON lines (its Parquet file may carry provenance besides)."""
     return {"chat": ["messages", "id", "kind"], "text": ["text", "id", "kind"],
-            "prompt_completion": ["prompt", "completion", "id", "kind"]}[layout]
+            "prompt_completion": ["prompt", "completion", "id", "kind"],
+            "preference": ["prompt", "chosen", "rejected", "id", "kind"]}[layout]
 
 
 def layout_reference(table: pa.Table, layout: str, prompt_style: str = "conversational"
@@ -327,6 +329,9 @@ def _card(title: str, license_id: str, table_rows: int, kinds: Mapping[str, int]
                    "conversational language-modeling format TRL's SFTTrainer reads."),
               ("- `prompt_completion`: `prompt` and `completion` (TRL's prompt-completion type); the completion is "
                "the last assistant turn."), "- `text`: `text`, for pretraining."]
+    if "preference" in layouts:
+        lines.append("- `preference`: `prompt`, `chosen`, `rejected` (TRL's preference type, DPOTrainer): pairs from "
+                     "CoT verification and judge scores, every pair of a question in one split.")
     if "tokens" in layouts:
         t = layouts["tokens"]
         lines.append(f"- `tokens` (counted in documents): the `text` layout's documents as {t['dtype']} token ids "
@@ -854,8 +859,10 @@ def export_rows(source: RowSource, out_dir: Path, formats: Sequence[str], *, kin
                 card_extra: dict | None = None, extra: dict | None = None, engine: str = "arrow",
                 lock_timeout: float | None = EXPORT_LOCK_TIMEOUT_S,
                 tokenizer: str | Path | ExportTokenizer | None = None, eos_token: str | None = None,
-                shard_tokens: int = DEFAULT_SHARD_TOKENS, teacher_models_from_rows: bool = False) -> dict:
+                shard_tokens: int = DEFAULT_SHARD_TOKENS, teacher_models_from_rows: bool = False,
+                distill: bool = False, preference_input: Any = None, preference_options: Any = None) -> dict:
     """Write the rows of ``source`` as a hand-off dataset at ``out_dir``; returns its manifest.
+    ``distill``: the row layouts' Parquet files carry ``teacher_topk`` (:data:`DISTILL_COLUMN`).
 
     The rows stream: batch by batch, each layout's rows and split are computed and appended to
     the open files (:class:`_ExportFile`, :class:`TokensWriter`), and the counts for the card
@@ -896,7 +903,8 @@ def export_rows(source: RowSource, out_dir: Path, formats: Sequence[str], *, kin
         _remove_stale(out_dir)
         return _export_locked(source, out_dir, formats, kinds, validation_fraction, split_salt, prompt_style,
                               license_id, title, card_info, card_extra, extra, engine, tokens,
-                              teacher_models_from_rows)
+                              teacher_models_from_rows, distill=distill,
+                              preference=(preference_input, preference_options) if "preference" in kinds else None)
 
 
 @dataclass
@@ -916,24 +924,43 @@ class _Tally:
             self.teacher_models.update(m for m in pc.unique(batch.column("teacher_model")).to_pylist() if m)
 
 
-def _layout(batch: pa.Table, messages: pa.ListArray | None, layout: str, prompt_style: str, engine: str
-            ) -> tuple[pa.Table, np.ndarray]:
+def _layout(batch: pa.Table, messages: pa.ListArray | None, layout: str, prompt_style: str, engine: str,
+            distill: bool = False) -> tuple[pa.Table, np.ndarray]:
     if engine == "arrow":
-        return layout_arrow(batch, messages, layout, prompt_style)
-    return layout_reference(batch, layout, prompt_style)
+        out, included = layout_arrow(batch, messages, layout, prompt_style)
+    else:
+        out, included = layout_reference(batch, layout, prompt_style)
+    return (with_distill(out, batch, included) if distill else out), included
 
 
-def _empty_layout(schema: pa.Schema, layout: str, prompt_style: str, engine: str) -> pa.Table:
+# the distillation signals (dataforge/teacher/logprobs.py), carried beside the text with ``export.distill``
+DISTILL_COLUMN = "teacher_topk"
+
+
+def with_distill(out: pa.Table, batch: pa.Table, included: np.ndarray) -> pa.Table:
+    """A layout's rows with the ``teacher_topk`` of the rows they came from (Parquet only: the
+    JSON lines keep :func:`jsonl_columns`); a table without the column is returned as it is."""
+    if DISTILL_COLUMN not in batch.column_names or DISTILL_COLUMN in out.column_names:
+        return out
+    col = batch.column(DISTILL_COLUMN)
+    if not bool(np.all(included)):
+        col = col.filter(pa.array(included, pa.bool_()))
+    return out.append_column(DISTILL_COLUMN, col)
+
+
+def _empty_layout(schema: pa.Schema, layout: str, prompt_style: str, engine: str, distill: bool = False) -> pa.Table:
     """A layout's table of no row (its columns, for a split file with no row)."""
     empty = schema.empty_table()
-    return _layout(empty, messages_column(empty) if engine == "arrow" else None, layout, prompt_style, engine)[0]
+    return _layout(empty, messages_column(empty) if engine == "arrow" else None, layout, prompt_style, engine,
+                   distill)[0]
 
 
 def _export_locked(source: RowSource, out_dir: Path, formats: Sequence[str], kinds: Sequence[str],
                    validation_fraction: float, split_salt: str, prompt_style: str, license_id: str, title: str,
                    card_info: Mapping[str, Any] | None, card_extra: dict | None, extra: dict | None,
                    engine: str, tokens: tuple[ExportTokenizer, int] | None = None,
-                   teacher_models_from_rows: bool = False) -> dict:
+                   teacher_models_from_rows: bool = False, distill: bool = False,
+                   preference: tuple[Any, Any] | None = None) -> dict:
     tmp = _tmp_name(out_dir)
     tmp.mkdir()
     files: dict[tuple[str, str, str], _ExportFile] = {}
@@ -959,7 +986,7 @@ def _export_locked(source: RowSource, out_dir: Path, formats: Sequence[str], kin
                                       bool)
                     messages = messages_column(batch) if engine == "arrow" and row_kinds else None
                     for layout in row_kinds:
-                        full, included = _layout(batch, messages, layout, prompt_style, engine)
+                        full, included = _layout(batch, messages, layout, prompt_style, engine, distill)
                         counts = tally.layouts[layout]
                         if "no_prompt" in counts:
                             counts["no_prompt"] += int((~included).sum())
@@ -988,12 +1015,19 @@ def _export_locked(source: RowSource, out_dir: Path, formats: Sequence[str], kin
                     f = files.pop((layout, split, fmt), None)
                     if f is None:  # no row at all: the file still exists, with the layout's columns
                         f = _ExportFile(tmp, f"{layout_dir(layout)}{split}.{fmt}", fmt, layout, engine)
-                        f.add(_empty_layout(source.schema, layout, prompt_style, engine))
+                        f.add(_empty_layout(source.schema, layout, prompt_style, engine, distill))
                     entries.append(f.close())
                 # the Hub card points at the Parquet file when there is one
                 fmt = "parquet" if "parquet" in formats else "jsonl"
                 data_files.setdefault(layout, {})[split] = f"{layout_dir(layout)}{split}.{fmt}"
         layouts: dict[str, dict] = dict(tally.layouts)
+        if preference is not None:  # pairs across rows: dataforge/export_preference.py
+            from dataforge.export_preference import write_preference_layout
+            pref_entries, layouts["preference"], data_files["preference"] = write_preference_layout(
+                tmp, source, preference, formats, prompt_style, render_standard=render_standard,
+                open_file=lambda rel, fmt: _ExportFile(tmp, rel, fmt, "preference", engine),
+                is_validation=lambda keys: validation_mask(keys, validation_fraction, split_salt))
+            entries += pref_entries
         if tok_writer is not None:
             tok_entries, layouts["tokens"] = tok_writer.finish()
             tok_writer = None
@@ -1141,7 +1175,11 @@ def _export_run_to(run: Run, stage: str, name: str, formats: Sequence[str], out:
     if export_cfg is not None:
         opts = {"kinds": list(export_cfg.kinds), "validation_fraction": export_cfg.validation_fraction,
                 "split_salt": export_cfg.split_salt, "prompt_style": export_cfg.prompt_style,
-                "license_id": export_cfg.license}
+                "license_id": export_cfg.license, "distill": bool(getattr(export_cfg, "distill", False))}
+        if "preference" in export_cfg.kinds:  # pairs also read the rows the run set aside
+            from dataforge.export_preference import run_preference_input
+            opts.update(preference_input=run_preference_input(run, stage, export_cfg.preference, verify),
+                        preference_options=export_cfg.preference)
         if tokenizer is not None:
             opts.update(tokenizer=tokenizer, shard_tokens=export_cfg.shard_tokens)
     manifest = export_rows(source, out, formats, title=f"dataforge export {name} of run {run.run_id}",

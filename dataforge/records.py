@@ -21,6 +21,24 @@ KINDS = ("textbook", "cot", "instruction", "document")
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
+# The teacher's per-token top-k (``teacher.logprobs: k``; dataforge/teacher/logprobs.py), aligned
+# with the completion: ``"".join(tokens)`` is the reply as the teacher sent it (the row's
+# assistant text is that reply stripped). Ids index the vocabulary ``vocab`` fingerprints (-1: a
+# token with no id there); without a known vocabulary ``vocab``/``ids``/``top_ids`` are null and
+# ``top_tokens`` holds the strings. Log-probabilities are float16 stored as their uint16 bits
+# (``np.asarray(v, np.uint16).view(np.float16)``): Parquet round-trips Arrow's halffloat, but DuckDB
+# (the warehouse) cannot take it from Arrow, so the bits travel everywhere a uint16 does.
+TOPK_TYPE = pa.struct([
+    ("vocab", pa.string()),
+    ("k", pa.int32()),
+    ("tokens", pa.list_(pa.string())),  # the sampled token per position
+    ("ids", pa.list_(pa.int32())),
+    ("logprob_f16", pa.list_(pa.uint16())),  # of the sampled token
+    ("top_ids", pa.list_(pa.list_(pa.int32()))),
+    ("top_tokens", pa.list_(pa.list_(pa.string()))),
+    ("top_logprobs_f16", pa.list_(pa.list_(pa.uint16()))),
+])
+
 SAMPLE_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -71,6 +89,8 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("gen_compliance", pa.string()),
         pa.field("gen_topic_similarity", pa.float32()),
         pa.field("gen_reading_grade", pa.float32()),
+        # distillation signals: the teacher's top-k per generated token (null when not asked)
+        pa.field("teacher_topk", TOPK_TYPE),
     ],
     metadata={"dataforge.schema_version": str(SCHEMA_VERSION)},
 )

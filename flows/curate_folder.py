@@ -140,7 +140,10 @@ def curate_folder(config_path: str, folder: str, source: str = "folder", kind: s
         return None
     logger.info("%d new file(s) in %s", len(todo), src.path)
     uris = [f.uri for f in todo]
-    on_runner = curate_folder_tasks.with_options(task_runner=task_runner(cfg.runner))  # bounded threads or Dask
-    run_id = on_runner(config_path, folder, uris, source, kind, fields, format, data_root)
+    if cfg.runner.kind != "threads":
+        on_runner = curate_folder_tasks.with_options(task_runner=task_runner(cfg.runner))
+        run_id = on_runner(config_path, folder, uris, source, kind, fields, format, data_root)
+    else:  # the flow's own thread pool; the pipeline submits at most runner.workers shard tasks at once
+        run_id = run_pipeline(curation_config(cfg, src, uris), None, select_stages(None)).run_id
     remember(cfg, src.name, todo, run_id)
     return run_id

@@ -34,21 +34,26 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from dataforge import runner  # noqa: E402
 from dataforge.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from dataforge.runner.generation import generation_preflight  # noqa: E402
-from dataforge.runner.runs import locked_run  # noqa: E402
+from dataforge.runner.runs import budget_stop_result, locked_run, stop_run  # noqa: E402
 from dataforge.stages.registry import CURATION, GENERATION, get_stage, stage_names  # noqa: E402
 from dataforge.store import Run, StoreError, list_runs  # noqa: E402
 from dataforge.tabular import limits_in_env  # noqa: E402
+from dataforge.teacher.budget import BudgetExceeded, close_ledger, open_ledger  # noqa: E402
 from dataforge.teacher.local import local_teacher  # noqa: E402
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from flows.limits import TeacherSlot, ensure_teacher_limit  # noqa: E402
-from flows.runners import describe as describe_runner, task_runner  # noqa: E402
+from flows.runners import describe as describe_runner, task_limit, task_runner  # noqa: E402
 
 
 @task(name="generate", task_run_name="{stage}", cache_policy=NO_CACHE)
 def generation_task(run: Run, cfg: PipelineConfig, stage: str, base_url: str | None, limit: str | None = None
                     ) -> runner.StageResult:
-    """A generation stage (textbooks, cot): its registered runner, against the teacher at ``base_url``."""
-    return get_stage(stage).run(run, cfg, base_url, acquire=TeacherSlot(limit) if limit else None)
+    """A generation stage (textbooks, cot): its registered runner, against the teacher at ``base_url``.
+    A stage refused by ``teacher.budget_usd`` returns a stopped result (no task failure, no retry)."""
+    try:
+        return get_stage(stage).run(run, cfg, base_url, acquire=TeacherSlot(limit) if limit else None)
+    except BudgetExceeded as err:
+        return budget_stop_result(stage, err)
 
 
 # errors that come back the same on a retry: a bad config, a stage's missing input, a bug
@@ -75,7 +80,10 @@ def shard_task(run: Run, cfg: PipelineConfig, stage: str, shard: int, path: Path
 
 @task(name="curate", task_run_name="{stage}", cache_policy=NO_CACHE)
 def whole_task(run: Run, cfg: PipelineConfig, stage: str, limit: str | None = None) -> runner.StageResult:
-    return runner.run_whole(run, cfg, stage, acquire=TeacherSlot(limit) if limit else None)
+    try:
+        return runner.run_whole(run, cfg, stage, acquire=TeacherSlot(limit) if limit else None)
+    except BudgetExceeded as err:  # the judge refused by teacher.budget_usd: a clean stop
+        return budget_stop_result(stage, err)
 
 
 def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> runner.StageResult:
@@ -85,8 +93,21 @@ def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> runner.StageResul
     t0 = time.perf_counter()
     io.begin()
     shards = list(enumerate(runner.curation_inputs(run, cfg, stage)))
-    futures = [_retrying(shard_task, cfg).submit(run, cfg, stage, i, p) for i, p in shards]
+    futures = _submit_bounded(_retrying(shard_task, cfg), [(run, cfg, stage, i, p) for i, p in shards], cfg)
     return runner.commit_sharded(io, [f.result() for f in futures], t0)
+
+
+def _submit_bounded(task_, calls: list[tuple], cfg: PipelineConfig) -> list:
+    """``task_.submit(*args)`` for each of ``calls``, in order, with at most ``task_limit`` of them
+    unfinished at once: each running shard task holds its shard, so this bounds a stage's memory
+    (Prefect's thread pool would start them all). Returns the futures in order."""
+    limit = task_limit(cfg.runner)
+    futures: list = []
+    for args in calls:
+        if limit is not None and len(futures) >= limit:
+            futures[len(futures) - limit].wait()  # the oldest that may still run
+        futures.append(task_.submit(*args))
+    return futures
 
 
 @task(name="dedup-sign", task_run_name="dedup-sign-shard-{shard}", cache_policy=NO_CACHE)
@@ -123,10 +144,10 @@ def _run_dedup(run: Run, cfg: PipelineConfig) -> runner.StageResult:
         return _retrying(whole_task, cfg).submit(run, cfg, "dedup").result()
     t0 = time.perf_counter()
     runner.dedup_begin(run, cfg)
-    parts = [_retrying(dedup_sign_task, cfg).submit(run, cfg, i, p) for i, p in enumerate(paths)]
+    parts = _submit_bounded(_retrying(dedup_sign_task, cfg), [(run, cfg, i, p) for i, p in enumerate(paths)], cfg)
     plan = _retrying(dedup_plan_task, cfg).submit(run, cfg, paths, parts)
     bands = runner.dedup_bands(cfg)
-    per_band = [_retrying(dedup_band_task, cfg).submit(plan, b) for b in range(bands)]
+    per_band = _submit_bounded(_retrying(dedup_band_task, cfg), [(plan, b) for b in range(bands)], cfg)
     result = _retrying(dedup_finish_task, cfg).submit(run, cfg, paths, plan, per_band, parts).result()
     result.seconds = time.perf_counter() - t0
     result.extra = {**(result.extra or {}), "tasks": {"sign": len(parts), "bands": bands}}
@@ -213,7 +234,11 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, selected: set[s
     # before any run is opened or teacher started: a generation stage's inputs resolve (ingest's sources)
     generation_preflight(cfg, selected)
     with limits_in_env(**cfg.inputs.model_dump()), locked_run(cfg, resolve_run_id(cfg, run_id, selected)) as run:
-        return _run_locked(cfg, run, selected)
+        open_ledger(run, cfg.teacher)  # teacher.budget_usd: the spend of every stage of this attempt
+        try:
+            return _run_locked(cfg, run, selected)
+        finally:
+            close_ledger(run)
 
 
 def _run_locked(cfg: PipelineConfig, run: Run, selected: set[str]) -> Run:
@@ -233,6 +258,8 @@ def _run_locked(cfg: PipelineConfig, run: Run, selected: set[str]) -> Run:
                 for name, fut in futures.items():
                     current = name
                     _record(run, results, fut.result())
+            if any(r.stopped for r in results):  # teacher.budget_usd: committed stages stay, the rest waits
+                return _stop(run, cfg, results, t0)
 
         for stage in runner.enabled_curation(cfg):
             if stage not in selected:
@@ -247,6 +274,8 @@ def _run_locked(cfg: PipelineConfig, run: Run, selected: set[str]) -> Run:
                 limit = ensure_teacher_limit(cfg) if runner.teacher_stage_pending(run, cfg, stage) else None
                 with teacher_context(cfg, run, stage):
                     _record(run, results, _retrying(whole_task, cfg).submit(run, cfg, stage, limit).result())
+                if results[-1].stopped:
+                    return _stop(run, cfg, results, t0)
         if "export" in selected:
             current = "export"
             _record(run, results, _retrying(export_task, cfg).submit(run, cfg).result())
@@ -256,6 +285,15 @@ def _run_locked(cfg: PipelineConfig, run: Run, selected: set[str]) -> Run:
         raise
     runner.finish_run(run, results, time.perf_counter() - t0)
     _publish(run, cfg, exported="export" in selected)
+    return run
+
+
+def _stop(run: Run, cfg: PipelineConfig, results: list, t0: float) -> Run:
+    """End an attempt stopped by ``teacher.budget_usd``: record ``stopped: budget``, publish, log
+    one line. ``--resume`` under a raised budget continues (the cache answers what was asked)."""
+    msg = stop_run(run, results, time.perf_counter() - t0)
+    get_run_logger().warning("run %s %s", run.run_id, msg)
+    _publish(run, cfg, exported=False)
     return run
 
 
@@ -286,9 +324,10 @@ def pipeline(config_path: str, data_root: str | None = None, run_id: str | None 
     ``runner: {kind: dask}`` the tasks run on Dask in a subflow.
     """
     cfg = flow_config(config_path, data_root)
-    select_stages(stages)  # a bad stage name fails here, before the subflow starts
-    # the tasks run in a subflow on the runner the config chose: for threads too, since the flow's
-    # own ThreadPoolTaskRunner has no bound (Prefect's default is sys.maxsize workers, so every
-    # shard of a stage was read into memory at once)
-    on_runner = pipeline_tasks.with_options(task_runner=task_runner(cfg.runner))
-    return on_runner(config_path, data_root, run_id, stages)
+    selected = select_stages(stages)
+    if cfg.runner.kind != "threads":
+        on_runner = pipeline_tasks.with_options(task_runner=task_runner(cfg.runner))
+        return on_runner(config_path, data_root, run_id, stages)
+    # threads: the flow's own pool (Prefect's has no bound: sys.maxsize workers); the shard and
+    # dedup tasks are submitted at most runner.workers at once (_submit_bounded)
+    return run_pipeline(cfg, run_id, selected).run_id

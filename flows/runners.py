@@ -29,13 +29,19 @@ LOOPBACK = "127.0.0.1"
 def task_runner(cfg: RunnerConfig) -> TaskRunner:
     """The Prefect task runner for ``cfg``."""
     if cfg.kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=cfg.thread_workers())
+        return ThreadPoolTaskRunner(max_workers=cfg.thread_workers())  # the pipeline_tasks subflow's
     from prefect_dask import DaskTaskRunner
 
     if cfg.address:
         return DaskTaskRunner(address=cfg.address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs=local_cluster_kwargs(cfg, current_api_url()))
+
+
+def task_limit(cfg: RunnerConfig) -> int | None:
+    """How many shard or dedup tasks the flow keeps unfinished at once: ``workers`` on threads
+    (the flow's own thread pool has no bound), none on Dask (its workers bound it)."""
+    return cfg.thread_workers() if cfg.kind == "threads" else None
 
 
 def local_cluster_kwargs(cfg: RunnerConfig, api_url: str) -> dict:

@@ -6,7 +6,8 @@
         ...
         assert srv.chat_count == 3
 
-Endpoints: ``GET /v1/models`` and ``POST /v1/chat/completions``. Every request is recorded in
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` (text
+completions; ``srv.serves_completions = False`` makes it answer 404). Every request is recorded in
 ``srv.requests`` (dicts with ``method``, ``path``, ``headers``, ``json``).
 
 Each chat request pops the next action of the script; an empty script means
@@ -91,6 +92,14 @@ class FakeOpenAI:
     ) -> None:
         self.honours_n = honours_n
         self.refuses_json_schema = False
+        # a request with ``logprobs: true`` gets per-token logprobs (responders.fake_token_logprobs)
+        # of ``tokenize(text)``; ``logprobs_shape``: "chat" (content entries) or "legacy"
+        # ({tokens, token_logprobs, top_logprobs: [{token: logprob}]}, the completions shape)
+        self.tokenize: Callable[[str], list[str]] | None = None
+        self.logprobs_shape = "chat"
+        # POST /v1/completions (text completions: a ``prompt``, choices with ``text``); False
+        # answers 404 there, as a provider without the endpoint does
+        self.serves_completions = True
         self.responder = responder
         self.default_action = default_action
         self.fail_rate = fail_rate
@@ -133,6 +142,12 @@ class FakeOpenAI:
         """All requests received (any endpoint)."""
         with self._lock:
             return len(self.requests)
+
+    @property
+    def completions_count(self) -> int:
+        """Requests to the text-completions endpoint (``/v1/completions``)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r["path"].rstrip("/").endswith("/v1/completions"))
 
     @property
     def chat_count(self) -> int:
@@ -201,6 +216,18 @@ class FakeOpenAI:
 
     # -- responses
 
+    def text_completion(self, body: dict, finish_reason: str = "stop") -> dict:
+        """A ``text_completion`` for ``/v1/completions``: ``text`` = ``srv.responder(body)`` (the
+        body has ``prompt``, no ``messages``); usage counts words."""
+        text = self.responder(body)
+        prompt_tokens = len(str(body.get("prompt", "")).split())
+        completion_tokens = len(text.split())
+        return {"id": f"cmpl-{len(self.requests)}", "object": "text_completion", "created": int(time.time()),
+                "model": body.get("model", self.model),
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
+
     def completion(self, body: dict, finish_reason: str = "stop") -> dict:
         n = int(body.get("n") or 1) if self.honours_n else 1
         seed = body.get("seed")
@@ -213,7 +240,9 @@ class FakeOpenAI:
             "created": int(time.time()),
             "model": body.get("model", self.model),
             "choices": [
-                {"index": j, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+                {"index": j, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason,
+                 **({"logprobs": self.logprobs_for(text, int(body.get("top_logprobs") or 0))}
+                    if body.get("logprobs") else {})}
                 for j, text in enumerate(texts)
             ],
             "usage": {
@@ -222,6 +251,15 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+    def logprobs_for(self, text: str, k: int) -> dict:
+        from responders import fake_token_logprobs, split_tokens
+
+        content = fake_token_logprobs((self.tokenize or split_tokens)(text), k)
+        if self.logprobs_shape == "legacy":
+            return {"tokens": [e["token"] for e in content], "token_logprobs": [e["logprob"] for e in content],
+                    "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in content]}
+        return {"content": content}
 
     # -- batch API (files and batches); each method returns (status, payload, content type)
 
@@ -421,6 +459,14 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if isinstance(body, dict) and (reply := fake.batch_post(self.path, body)) is not None:
                 status, payload, content_type = reply
                 self._send(status, payload, content_type=content_type)
+                return
+            if self.path.rstrip("/") == "/v1/completions" and isinstance(body, dict) and fake.serves_completions:
+                action = fake._next_action()  # the script applies to text completions too
+                name = action.partition(":")[0]
+                if name in ("ok", "length"):
+                    self._send(200, fake.text_completion(body, "length" if name == "length" else "stop"))
+                else:
+                    self._chat(action, body)  # faults look the same on both endpoints
                 return
             if self.path.rstrip("/") != "/v1/chat/completions" or not isinstance(body, dict):
                 self._send(404 if body is not None else 400, {"error": {"message": "bad request", "type": "invalid_request_error"}})

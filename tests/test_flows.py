@@ -73,7 +73,7 @@ def test_curation_part_without_a_run_and_unknown_stages_are_clear_errors(tmp_pat
         pipeline(str(config), stages=["curation"])
     with pytest.raises(ConfigError, match=r"stages: unknown stage 'dedupe' \(choose from generation, curation"):
         select_stages(["dedupe"])
-    assert select_stages(["generation", "export"]) == {"ingest", "textbooks", "cot", "export"}
+    assert select_stages(["generation", "export"]) == {"ingest", "textbooks", "instructions", "cot", "export"}
 
 
 def test_local_dir_holds_the_request_cache_and_teacher_state(tmp_path):

@@ -28,6 +28,10 @@ def ablate_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Equal budget as optimizer steps"),
     budgets: str = typer.Option("0.5,1,2,4", "--budgets", help="Random-data budgets as multiples of D (>= 3, with 1)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling, init and batch order"),
+    distill: bool = typer.Option(False, "--distill", help="SFT versus distillation at equal tokens: the pool and "
+                                 "--heldout are Parquet rows with teacher_topk (teacher.logprobs)"),
+    teacher_tokenizer: Optional[Path] = typer.Option(None, "--teacher-tokenizer", help="--distill: the teacher's "
+                                                     ".gguf or tokenizer.json [default: the embedded teacher's GGUF]"),
 ) -> None:
     """Train reference models on the selection, a random subset of the same size and the whole
     pool at an equal token budget (each arm reads as many of its rows as the budget needs); report held-out losses and the selection's effective data
@@ -41,6 +45,9 @@ def ablate_command(
     from dataforge.config import PipelineConfig, load_config
     from dataforge.tabular import InputError, read_text_table, write_kept_rejected
 
+    if distill:
+        _distill_ablation(pool, out, heldout, config, preset, tokens, steps, budgets, seed, teacher_tokenizer)
+        return
     if (selected is None) == (target is None):
         fail("give exactly one of --selected (a selection to test) or --target (select with CoLoR-Filter)")
     try:
@@ -76,3 +83,31 @@ def ablate_command(
         typer.echo(f"{name}: selection loss {t['selection_loss']:.4f}, random subset {t['random_subset_loss']:.4f}, "
                    f"whole pool {t['whole_pool_loss']:.4f} at {report['token_budget']:,} tokens; effective data "
                    f"multiplier {format_multiplier(t)} -> {out / 'report.md'}")
+
+
+def _distill_ablation(pool: Path, out: Path, heldout: list[Path], config: Optional[Path], preset: Optional[str],
+                      tokens: Optional[int], steps: Optional[int], budgets: str, seed: Optional[int],
+                      teacher_tokenizer: Optional[Path]) -> None:
+    """``dataforge ablate --distill``: :func:`dataforge.slm.distill.run_distill_ablation`."""
+    from dataforge.slm.distill import DistillError, load_vocab, read_topk_rows, run_distill_ablation
+
+    try:
+        mults = tuple(float(x) for x in budgets.split(",") if x.strip())
+    except ValueError:
+        fail(f"--budgets: expected comma-separated numbers, got {budgets!r}")
+    cfg = slm_config(config, preset=preset, max_tokens=tokens, max_steps=steps, seed=seed)
+    try:
+        vocab = load_vocab(teacher_tokenizer)
+        train_rows = read_topk_rows(pool)
+        held_rows = [r for p in heldout for r in read_topk_rows(p)]
+        report = run_distill_ablation(train_rows, held_rows, vocab, cfg, out, budgets=mults)
+    except (DistillError, ValueError) as e:
+        fail(str(e))
+    mult = report["multiplier"]
+    interp = report["interpolated_multiplier"]
+    typer.echo(f"distillation (w={report['distill_weight']:g}) held-out loss {report['distill_loss']:.4f}, SFT "
+               f"{report['sft_loss']:.4f} at {report['token_budget']:,} tokens; effective data multiplier "
+               f"{mult if isinstance(mult, str) else format(mult, '.2f')}"
+               f"{' (extrapolated)' if report['extrapolated'] else ''}"
+               f"{'' if interp is None else f'; between the measured SFT points {interp:.2f}'}"
+               f" -> {out / 'distill_report.json'}")

@@ -113,12 +113,20 @@ def run(
     config: Optional[Path] = typer.Argument(None, help=f"Pipeline YAML [default: {DEFAULT_CONFIG}]"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume this run id: committed stages are skipped."),
+    estimate: bool = typer.Option(False, "--estimate", help="Print the requests, tokens and cost the config would "
+                                  "send, per stage, and send nothing (no run is created)."),
+    estimate_sample: int = typer.Option(0, "--estimate-sample", min=0, help="With --estimate: send N real requests "
+                                        "per generation stage (cached, so the run reuses them) and extrapolate "
+                                        "from their reply lengths."),
+    estimate_json: bool = typer.Option(False, "--json", help="With --estimate: print it as one JSON object."),
 ) -> None:
     """Run the pipeline: generate with the teacher, filter, deduplicate, export; print the funnel.
 
     With `teacher: local` the embedded llama.cpp teacher is started for the generation stages
     and stopped after. Every teacher request is cached under <data root>/cache (under `local_dir`
     when the data root is an object store), so running again sends nothing already answered.
+    `--estimate` prints what the config would send and cost, sending nothing; a run that reaches
+    `teacher.budget_usd` stops cleanly in one line (exit code 3) and resumes with `--resume`.
     """
     from dataforge.teacher.local import LocalTeacherError
 
@@ -129,6 +137,13 @@ def run(
         generation_preflight(cfg)
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e), code=1)
+    if estimate_sample and not estimate:
+        fail("--estimate-sample needs --estimate")
+    if estimate_json and not estimate:
+        fail("--json needs --estimate")
+    if estimate:  # no Prefect, no run; a teacher only for --estimate-sample
+        _print_estimate(cfg, estimate_sample, estimate_json)
+        return
     from flows.pipeline import pipeline  # Prefect is imported only here (the library never does)
 
     try:
@@ -136,6 +151,10 @@ def run(
     except (ConfigError, LocalTeacherError, FileNotFoundError) as e:
         fail(str(e), code=1)
     run_obj = Run(cfg.data_root, run_id)
+    stopped = run_obj.load_record()
+    if stopped.status == "stopped":  # teacher.budget_usd: one clear line, exit code 3
+        console.print(f"run {run_id} {stopped.error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
     if not run_obj.is_local:  # the warehouse (DuckDB) reads local shards: the funnel from run.json
         rec = run_obj.load_record()
         console.print(f"run {run_id} ({rec.status}) on {cfg.data_root}: " + "; ".join(
@@ -145,6 +164,30 @@ def run(
     print_report(run_obj)
     console.print(f"export: {run_obj.export_dir(cfg.export.name)}")
     console.print(f'query it: dataforge sql "select kind, count(*) from final group by all" --run {run_id}')
+
+
+def _print_estimate(cfg, sample: int, as_json: bool) -> None:
+    """``run --estimate``: the plan's requests, tokens and cost (dataforge/estimate.py)."""
+    from dataforge.estimate import estimate_run, format_estimate
+    from dataforge.teacher import TeacherError
+
+    start = None
+    if sample and cfg.teacher.provider == "local":
+        from dataforge.teacher.local import local_teacher
+
+        def start():
+            return local_teacher(cfg.teacher, cfg.resolved_local_dir() / "teacher")
+    try:
+        est = estimate_run(cfg, sample=sample, start_teacher=start)
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e), code=1)
+    except TeacherError as e:  # --estimate-sample could not get its replies
+        fail(f"--estimate-sample: {e}", code=1)
+    if as_json:
+        sys.stdout.write(json.dumps(est.as_dict()) + "\n")
+        return
+    for line in format_estimate(est, str(cfg.source_path or default_config())):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -41,6 +41,7 @@ from dataforge.generate.synthesis import consensus_verdict
 from dataforge.records import make_sample
 from dataforge.teacher import TeacherClient, TeacherError
 from dataforge.teacher.client import answered_at
+from dataforge.teacher.logprobs import completion_topk
 
 TEMPLATE = "cot_fewshot_v1"
 POT_TEMPLATE = "pot_v1"
@@ -290,6 +291,7 @@ async def generate_cot(client: TeacherClient, seeds: list[Seed], cfg: CotConfig,
                                           if s.gold_answer is not None else None),
                           request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd,
+                          teacher_topk=completion_topk(client.cfg, c),
                           **(step_columns(report) if report is not None else {}))
         if method == "pot":
             row["pot_status"], row["pot_error"] = pot_status, pot_error

@@ -43,6 +43,7 @@ from dataforge.generate.textbook_prompts import (
 from dataforge.records import make_sample
 from dataforge.teacher import TeacherClient, TeacherError
 from dataforge.teacher.client import answered_at
+from dataforge.teacher.logprobs import completion_topk
 
 log = logging.getLogger("dataforge.textbooks")
 
@@ -417,7 +418,8 @@ async def generate_textbooks(client: TeacherClient, cells: Sequence[TextbookCell
         text = c.text.strip()
         row = make_sample("textbook", text, messages + [{"role": "assistant", "content": text}], **common,
                           request_hash=c.request_hash, finish_reason=c.finish_reason, created_at=answered_at(c),
-                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd)
+                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=c.cost_usd,
+                          teacher_topk=completion_topk(client.cfg, c))
         return row, None
 
     results = await asyncio.gather(*(one(i, cell) for i, cell in enumerate(cells)))

@@ -125,7 +125,11 @@ def run_whole(run: Run, cfg: PipelineConfig, stage: str, acquire: Callable | Non
     paths = curation_inputs(run, cfg, stage)
     table = read_inputs(run, io, paths)
     kw = {"acquire": acquire} if acquire is not None and st.teacher else {}
-    kept, rejected, *info = st.apply(table, cfg, **kw)
+    from dataforge.teacher.budget import ledger_for, use_ledger
+
+    # a stage that asks the teacher counts its spend in the run's ledger (teacher.budget_usd)
+    with use_ledger(ledger_for(run, cfg.teacher) if st.teacher else None):
+        kept, rejected, *info = st.apply(table, cfg, **kw)
     ke, re_ = io.write_shard(0, kept, rejected)
     io.commit(ke, re_, kept.schema)
     # a stage that asks the teacher (the judge) returns its client's stats as a third item

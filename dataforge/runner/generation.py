@@ -73,7 +73,10 @@ def _teacher_client(cfg: PipelineConfig, run: Run, base_url: str | None, acquire
     cache = RequestCache(cache_dir / "teacher.sqlite")
     if cfg.teacher.mode == "batch":
         return BatchTeacherClient(cfg.teacher, cache, base_url=base_url, state_dir=cache_dir / "batches"), cache
-    return TeacherClient(cfg.teacher, cache, base_url=base_url, acquire=acquire), cache
+    from dataforge.teacher.budget import ledger_for  # the run's spend against teacher.budget_usd
+
+    return TeacherClient(cfg.teacher, cache, base_url=base_url, acquire=acquire,
+                         budget=ledger_for(run, cfg.teacher)), cache
 
 def _write_run_quarantine(run: Run, name: str, rows: list) -> Path:
     """The run's quarantine file ``name`` holding ``rows`` (none: no file); through the run's

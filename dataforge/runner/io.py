@@ -28,6 +28,8 @@ class StageResult:
     skipped: bool = False
     teacher: dict | None = None
     extra: dict = field(default_factory=dict)
+    # why the stage stopped before committing (``{"reason": "budget", ...}``: teacher.budget_usd)
+    stopped: dict | None = None
 
 def rejected_schema(schema: pa.Schema) -> pa.Schema:
     for f in DROP_FIELDS:

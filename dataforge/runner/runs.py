@@ -122,9 +122,51 @@ def locked_run(cfg: PipelineConfig, run_id: str | None = None, timeout: float | 
         yield open_run(cfg, run)
 
 
+def budget_stop_result(stage: str, err: BaseException) -> StageResult:
+    """What a stage refused by ``teacher.budget_usd`` returns instead of raising: nothing of it is
+    committed (its answers are in the request cache), and the run stops cleanly."""
+    return StageResult(stage, stopped={"reason": "budget", "budget_usd": getattr(err, "budget_usd", None),
+                                       "spent_usd": round(getattr(err, "spent_usd", 0.0), 8),
+                                       "message": str(err)})
+
+
+def _budget_fields(run: Run) -> dict:
+    """``run.json``'s budget fields (``spent_usd`` over every attempt, ``budget_usd``, and
+    ``stopped: budget`` when a request was refused); empty without a budget."""
+    from dataforge.teacher.budget import peek_ledger
+
+    ledger = peek_ledger(run)
+    return ledger.record() if ledger is not None else {}
+
+
+def stop_run(run: Run, results: Sequence[StageResult], seconds: float) -> str:
+    """Record a run stopped at its budget: ``status: stopped``, ``teacher.stopped: budget`` with
+    the spend and the budget; committed stages stay committed. Returns the one-line message."""
+    fields = _budget_fields(run)
+    stopped = next((r.stopped for r in results if r.stopped), {}) or {}
+    spent = fields.get("spent_usd", stopped.get("spent_usd"))
+    budget = fields.get("budget_usd", stopped.get("budget_usd"))
+    stages = ", ".join(r.stage for r in results if r.stopped)
+    msg = (f"stopped: budget (spent ${spent:.6f} of ${budget:.6f}; not committed: {stages}, answers so far are "
+           f"cached; raise teacher.budget_usd and resume with --resume {run.run_id})")
+
+    def change(rec) -> None:
+        rec.status = "stopped"
+        rec.seconds = round(seconds, 3)
+        rec.error = msg
+        rec.teacher = {**sum_teacher(results), **fields, "stopped": "budget"}
+    run.update_record(change)
+    return msg
+
+
 def record_result(run: Run, result: StageResult) -> None:
     def change(rec) -> None:
         st = rec.stages.setdefault(result.stage, StageStatus())
+        if result.stopped:
+            st.status = "stopped"
+            st.error = f"stopped: {result.stopped.get('reason')} ({result.stopped.get('message')})"
+            st.extra = {"stopped": result.stopped}
+            return
         st.status = "skipped" if result.skipped else "completed"
         st.rows_in, st.rows_kept, st.rows_dropped = result.rows_in, result.rows_kept, result.rows_dropped
         if not result.skipped:
@@ -145,6 +187,9 @@ def record_failure(run: Run, stage: str | None, error: BaseException) -> None:
             rec.stages[stage].error = msg
         rec.status = "failed"
         rec.error = msg
+        fields = _budget_fields(run)
+        if fields:  # what this attempt spent counts against the budget on resume
+            rec.teacher = {**(rec.teacher or {}), "spent_usd": fields["spent_usd"], "budget_usd": fields["budget_usd"]}
     run.update_record(change)
 
 
@@ -152,5 +197,5 @@ def finish_run(run: Run, results: Sequence[StageResult], seconds: float) -> None
     def change(rec) -> None:
         rec.status = "completed"
         rec.seconds = round(seconds, 3)
-        rec.teacher = sum_teacher(results)
+        rec.teacher = {**sum_teacher(results), **_budget_fields(run)}
     run.update_record(change)

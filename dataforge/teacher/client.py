@@ -49,6 +49,8 @@ import pydantic
 
 from dataforge.config import TeacherConfig
 from dataforge.teacher.cache import RequestCache, request_key
+from dataforge.teacher.budget import BudgetExceeded, SpendLedger, current_ledger, worst_case_prompt_tokens
+from dataforge.teacher.logprobs import TokenLogprobs, parse_logprobs, request_params
 from dataforge.teacher.ratelimit import Clock, RateLimiter, SleepFn, estimate_tokens
 from dataforge.teacher.urls import redact_url, url_secrets
 
@@ -173,6 +175,8 @@ class Completion:
     cost_usd: float = 0.0
     # the validated reply of complete_structured (an instance of its schema), else None
     parsed: pydantic.BaseModel | None = None
+    # per-token top-k log-probabilities when the request asked for them (teacher.logprobs)
+    logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass
@@ -273,7 +277,9 @@ def parse_structured(text: str, schema: type[ModelT]) -> ModelT:
 
 
 def _choice_text(choice: Any) -> str:
-    text = choice["message"]["content"]
+    # a chat choice carries message.content; a text-completions choice (/v1/completions,
+    # TeacherClient.complete_text) carries text instead
+    text = choice["text"] if "message" not in choice and "text" in choice else choice["message"]["content"]
     if not isinstance(text, str):
         raise TypeError(f"message content is {type(text).__name__}")
     return text
@@ -369,12 +375,16 @@ class TeacherClient:
         sleep: SleepFn = asyncio.sleep,
         clock: Clock = time.monotonic,
         acquire: Callable[[], Awaitable[Any]] | None = None,
+        budget: SpendLedger | None = None,
     ) -> None:
         self.cfg = cfg
         self.cache = cache
         # awaited before every HTTP attempt, after the client's own limiter: a slot of a limit
         # shared with other processes (flows/ passes one that takes a Prefect global rate limit)
         self._acquire = acquire
+        # the run's spend against teacher.budget_usd, shared by its clients (None: unbudgeted)
+        self.budget = budget if budget is not None else current_ledger()
+        self._in_flight = 0  # requests holding budget, awaited after a refusal
         self.base_url = base_url or cfg.resolved_base_url()
         self._public_base_url = redact_url(self.base_url)
         self.stats = TeacherStats()
@@ -456,6 +466,7 @@ class TeacherClient:
             cached=cached,
             sample_index=sample_index,
             created=body.get("created") if isinstance(body.get("created"), int) else None,
+            logprobs=parse_logprobs(check_body(body)[0], self.cfg.logprobs) if self.cfg.logprobs else None,
         )
 
     @staticmethod
@@ -474,11 +485,25 @@ class TeacherClient:
             reserved = await self.limiter.acquire(est_tokens)
             if self._acquire is not None:
                 await self._acquire()
+            hold = self._hold_budget(messages, wire)  # teacher.budget_usd: a refusal sends nothing
+            if not isinstance(hold, BudgetExceeded):
+                return await self._post_held(messages, wire, reserved, hold)
+            self.limiter.reconcile(reserved, 0)
+        await self._drain_in_flight()  # answers already asked for arrive (and are cached) first
+        raise hold
+
+    async def _post_held(self, messages: list[dict], wire: dict, reserved: int, hold: Any) -> dict:
+        """The HTTP attempt of :meth:`_post`, inside its slot and its budget hold (settled here)."""
+        body: Any = None
+        try:
             self.stats.requests_sent += 1
             try:
-                raw = await self._client.chat.completions.with_raw_response.create(
-                    model=self.cfg.model, messages=messages, **wire
-                )
+                if "prompt" in wire:  # a text completion (complete_text): /v1/completions, no messages
+                    raw = await self._client.completions.with_raw_response.create(model=self.cfg.model, **wire)
+                else:
+                    raw = await self._client.chat.completions.with_raw_response.create(
+                        model=self.cfg.model, messages=messages, **wire
+                    )
             except openai.RateLimitError:
                 self.limiter.reconcile(reserved, 0)  # refused, so nothing was used
                 raise
@@ -490,7 +515,44 @@ class TeacherClient:
                 raise MalformedResponse(f"the body is a JSON {type(body).__name__}")
             prompt_tokens, completion_tokens = _usage(body)
             self.limiter.reconcile(reserved, prompt_tokens + completion_tokens)
+        finally:
+            self._settle_budget(hold, body)
         return body
+
+    # -- teacher.budget_usd (dataforge/teacher/budget.py)
+
+    def _hold_budget(self, messages: list[dict], wire: dict) -> Any:
+        """Reserve this attempt's worst-case cost in the run's ledger: the hold (None without a
+        ledger), or the :class:`BudgetExceeded` refusing it."""
+        if self.budget is None:
+            return None
+        prompt = worst_case_prompt_tokens(messages)
+        if isinstance(wire.get("prompt"), str):  # a text completion
+            prompt += worst_case_prompt_tokens([{"content": wire["prompt"]}])
+        completion = int(wire.get("max_tokens") or 0) * int(wire.get("n") or 1)
+        try:
+            hold = self.budget.hold(self.cfg.cost_usd(prompt, completion))
+        except BudgetExceeded as err:
+            return err
+        self._in_flight += 1
+        return hold
+
+    def _settle_budget(self, hold: Any, body: Any) -> None:
+        if hold is None or self.budget is None:
+            return
+        self._in_flight -= 1
+        billed = 0.0
+        if isinstance(body, dict):
+            prompt_tokens, completion_tokens = _usage(body)
+            model = body.get("model") if isinstance(body.get("model"), str) else None
+            billed = self.cfg.cost_usd(prompt_tokens, completion_tokens, model=model or self.cfg.model)
+        self.budget.settle(hold, billed)
+
+    async def _drain_in_flight(self) -> None:
+        """After a refusal, wait until this client's requests already sent are answered: their
+        answers are billed and cached, and the stage stops with nothing lost in the air."""
+        while self._in_flight > 0:
+            await asyncio.sleep(0.02)
 
     def _bill(self, body: dict, tally: Tally) -> None:
         prompt_tokens, completion_tokens = _usage(body)
@@ -690,6 +752,7 @@ class TeacherClient:
     ) -> Completion:
         """One chat completion, from the cache when this exact request was answered before."""
         params = self._params(temperature, max_tokens, top_p, seed, response_format)
+        params.update(request_params(self.cfg.logprobs))  # part of the cache key: no reuse without them
         key = request_key(self.cfg.model, messages, params, sample_index)
         hit = self._cached(key, sample_index)
         if hit is not None:
@@ -725,6 +788,33 @@ class TeacherClient:
         if hit is not None:
             return hit
         return await self._counted(messages, params, key, sample_index, schema=schema)
+
+    async def complete_text(
+        self,
+        prompt: str,
+        *,
+        temperature: float,
+        max_tokens: int,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        sample_index: int = 0,
+    ) -> Completion:
+        """One text completion from the completions endpoint (``/v1/completions``): the model
+        continues ``prompt`` as it is, no chat template around it (Magpie sends a template's
+        user prefix so the model writes the query itself). Cached, retried, rate-limited and
+        billed exactly as :meth:`complete`; its cache key holds the prompt in ``params`` and no
+        messages, so it never meets a chat request's. An endpoint without one answers 404:
+        ``TeacherError("http_404")``, not retried."""
+        params = self._params(temperature, max_tokens, top_p, seed, None)
+        params["prompt"] = prompt
+        if stop:
+            params["stop"] = list(stop)
+        key = request_key(self.cfg.model, [], params, sample_index)
+        hit = self._cached(key, sample_index)
+        if hit is not None:
+            return hit
+        return await self._counted([], params, key, sample_index)
 
     @overload
     async def complete_n(self, messages: list[dict], n: int, *, temperature: float, max_tokens: int,
@@ -762,6 +852,7 @@ class TeacherClient:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         base = self._params(temperature, max_tokens, top_p, None, response_format)
+        base.update(request_params(self.cfg.logprobs))  # part of the cache key, as in complete()
 
         def params_for(i: int) -> dict:
             return {**base, "seed": seed + i} if seed is not None else dict(base)
