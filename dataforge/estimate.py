@@ -242,9 +242,9 @@ def _instruction_requests(cfg: PipelineConfig) -> tuple[list[Request], list[str]
     from dataforge.generate.instructions import (
         EVOL_EQUAL_PROMPT,
         MAGPIE_STOPS,
-        _pick,
         answer_seed,
         evol_messages,
+        evol_operation,
         load_instruction_seeds,
         magpie_prefix,
         request_plan,
@@ -283,7 +283,7 @@ def _instruction_requests(cfg: PipelineConfig) -> tuple[list[Request], list[str]
     chains = [seeds[i % len(seeds)] for i in range(ec.count)]
     for rnd in range(1, ec.rounds + 1):  # generate_evol: a chain's parent is its seed until it evolves
         for i, root in enumerate(chains):
-            op = _pick(random.Random(f"{seed}:evol:{i}:{rnd}"), ec.operations)
+            op = evol_operation(seed, i, rnd, ec.operations)
             reqs.append(Request("instructions", evol_messages(root.instruction, op), ec.temperature, ec.max_tokens,
                                 ec.top_p, seed + i * 100 + rnd, 0, purpose="evol_instruct", known=rnd == 1))
     answers("evol_instruct_answers", ec.count * ec.rounds)

@@ -536,7 +536,10 @@ _PROVENANCE = ("teacher_model", "run_id", "method", "template", "sample_index", 
                "parent_seed_id", "topic", "gen_params")
 
 
-def _pick(rng: random.Random, weights: dict[str, float]) -> str:
+def evol_operation(seed: int, chain: int, rnd: int, weights: dict[str, float]) -> str:
+    """The evolution operation of chain ``chain`` in round ``rnd``, drawn by ``weights`` from a
+    generator seeded by the three (so ``run --estimate`` rebuilds the same prompts)."""
+    rng = random.Random(f"{seed}:evol:{chain}:{rnd}")
     names = [k for k, w in weights.items() if w > 0]
     return rng.choices(names, [weights[k] for k in names])[0]
 
@@ -559,7 +562,7 @@ async def generate_evol(client: TeacherClient, seeds: Sequence[SeedTask], cfg: I
     async def evolve(i: int, rnd: int) -> tuple[list[dict], list[dict]]:
         root = chains[i]
         parent, parent_id = current[i]
-        op = _pick(random.Random(f"{seed}:evol:{i}:{rnd}"), ec.operations)
+        op = evol_operation(seed, i, rnd, ec.operations)
         ops[op] += 1
         req_seed = seed + i * 100 + rnd
         common = _base(client, run_id, "evol_instruct", f"evol_{op}_v1", seed_id=root.seed_id,
