@@ -266,6 +266,10 @@ class TextbookConfig(_Model):
     formats: list[AxisValue] = Field(min_length=1, default_factory=_axis_default(
         "worked example", "exercises with solutions"))
     max_samples: int = Field(8, ge=1)
+    responses_per_cell: int = Field(1, ge=1, le=8)
+    """Sections asked for each planned cell (sample indexes 0..n-1, each its own row): with more
+    than one, the judge's scores give preference pairs per cell (docs/preference.md), and the
+    coverage views count responses, not cells."""
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=16)
@@ -291,6 +295,12 @@ class TextbookConfig(_Model):
             raise ValueError("entries must not be empty")
         _refuse_repeats(v)
         return v
+
+    @model_validator(mode="after")
+    def _several_responses_need_sampling(self) -> "TextbookConfig":
+        if self.responses_per_cell > 1 and self.temperature == 0:
+            raise ValueError("responses_per_cell above 1 needs a temperature above 0 (the sections would be the same)")
+        return self
 
     @model_validator(mode="after")
     def _topic_source(self) -> "TextbookConfig":

@@ -180,15 +180,17 @@ def _textbook_requests(cfg: PipelineConfig) -> list[Request]:
     from dataforge.generate.textbooks import (
         load_textbook_sources,
         plan_textbooks,
+        response_seed,
         textbook_messages,
     )
 
     t = cfg.textbooks
     sources = load_textbook_sources(t, cfg.resolve_path)
     cells = plan_textbooks(sources, t.max_samples, cfg.seed)
-    # generate_textbooks: seed + i, sample_index 0
+    # generate_textbooks: response k of cell i has seed response_seed(...) and sample_index k
     return [Request("textbooks", textbook_messages(cell, sources)[1], t.temperature, t.max_tokens, t.top_p,
-                    cfg.seed + i, 0, kind="textbook") for i, cell in enumerate(cells)]
+                    response_seed(cfg.seed, i, k, len(cells)), k, kind="textbook")
+            for k in range(t.responses_per_cell) for i, cell in enumerate(cells)]
 
 
 def _cot_seeds(cfg: PipelineConfig) -> list:

@@ -6,6 +6,7 @@ teacher."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -458,3 +459,45 @@ def test_similarity_is_symmetric_and_bounded():
     (a,), _ = candidates_of(kept[0], True, PairOptions())
     (b,), _ = candidates_of(rejected[0], False, PairOptions())
     assert similarity(a, b) == similarity(b, a) and 0 < similarity(a, b) < 1 and similarity(a, a) == 1.0
+
+
+def test_textbook_judge_pairs_from_several_responses_per_cell(tmp_path, monkeypatch):
+    """textbooks with ``responses_per_cell: 3`` -> heuristics -> dedup -> judge -> ``preference``
+    with ``judge_kinds: [textbook]``: pairs of two sections written for one plan cell, the chosen
+    scored at least the margin above the rejected; the first response of each cell is the
+    request a one-response run sends (its seed), so the cache answers it."""
+    import yaml
+
+    from dataforge.store import read_manifest
+    from fake_openai import FakeOpenAI
+    from responders import multi_answer_responder
+    from run_helpers import run_pipeline, write_config
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with FakeOpenAI(responder=multi_answer_responder) as srv:  # sections of 6 sentences picked by (prompt, seed)
+        config = write_config(tmp_path / "tb.yaml", srv.base_url, tmp_path / "data", cot={"enabled": False},
+                              textbooks={"max_samples": 6, "responses_per_cell": 3, "gates": {"enabled": False}},
+                              judge={"enabled": True, "output": "text", "threshold": 3.0},
+                              export={"kinds": ["chat", "preference"], "formats": ["parquet"],
+                                      "validation_fraction": 0.0,
+                                      "preference": {"judge_kinds": ["textbook"], "judge_pairs": "all"}})
+        run = run_pipeline(config, "tb")
+        bodies = [r["json"] for r in srv.requests if r["path"].endswith("/chat/completions")]
+        seeds = sorted(b["seed"] for b in bodies if b["messages"][-1]["content"].startswith("Write a section"))
+    generated = run.read("textbooks").to_pylist()
+    assert len(generated) == 18 and sorted(r["sample_index"] for r in generated) == [0] * 6 + [1] * 6 + [2] * 6
+    cells = Counter((r["topic"], r["audience"], r["style"], r["format"]) for r in generated)
+    assert len(cells) == 6 and set(cells.values()) == {3}
+    assert seeds == list(range(1234, 1234 + 18))  # response k of cell i: seed + i + 6k
+    counts = read_manifest(run.export_dir("default"))["layouts"]["preference"]["pairs"]
+    assert counts["judge_pairs"] >= 1, counts
+    ds = load_hf(run.export_dir("default") / "preference" / "train.parquet", tmp_path)
+    check_trl_conversational(ds)
+    raw = pq.read_table(run.export_dir("default") / "preference" / "train.parquet").to_pylist()
+    sections = {}
+    for r in generated:
+        sections.setdefault(r["messages"][-2]["content"], set()).add(r["messages"][-1]["content"])
+    for ex, row in zip(ds, raw):
+        prompt = ex["prompt"][-1]["content"]
+        assert {ex["chosen"][0]["content"], ex["rejected"][0]["content"]} <= sections[prompt]
+        assert row["source"] == "judge" and row["chosen_score"] - row["rejected_score"] >= 1.0

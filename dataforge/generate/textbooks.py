@@ -394,20 +394,22 @@ def textbook_messages(cell: TextbookCell, sources: TextbookSources) -> tuple[str
 async def generate_textbooks(client: TeacherClient, cells: Sequence[TextbookCell], sources: TextbookSources,
                              cfg: TextbookConfig, *, run_id: str, seed: int,
                              on_done: Callable[[], None] | None = None) -> tuple[list[dict], list[dict]]:
-    """Ask the teacher for one section per cell. Returns (samples, failures); a failure is a
-    record with empty text whose ``drop_reason`` says why the request failed. Both carry every
-    axis of their cell, so a cell that was planned but never produced can be found."""
+    """Ask the teacher for ``cfg.responses_per_cell`` sections per cell (one by default).
+    Returns (samples, failures); a failure is a record with empty text whose ``drop_reason``
+    says why the request failed. Both carry every axis of their cell, so a cell that was planned
+    but never produced can be found."""
     params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
 
-    async def one(i: int, cell: TextbookCell) -> tuple[dict | None, dict | None]:
+    async def one(i: int, cell: TextbookCell, k: int) -> tuple[dict | None, dict | None]:
         template, messages = textbook_messages(cell, sources)
         unit = sources.by_key[cell.unit]
+        s = response_seed(seed, i, k, len(cells))
         common = {"teacher_model": client.cfg.model, "template": template, "subject": cell.subject,
                   "topic": cell.topic, "subtopic": cell.subtopic, "audience": cell.audience, "style": cell.style,
                   "format": cell.format, "passage_id": cell.passage_id, "seed_source": _unit_source_name(unit),
-                  "sample_index": 0, "gen_params": {**params, "seed": seed + i}, "run_id": run_id}
+                  "sample_index": k, "gen_params": {**params, "seed": s}, "run_id": run_id}
         try:
-            c = await client.complete(messages, seed=seed + i, sample_index=0, **params)
+            c = await client.complete(messages, seed=s, sample_index=k, **params)
         except TeacherError as err:
             row = make_sample("textbook", "", None, **common)
             row["drop_reason"] = f"teacher_error:{err.reason}"
@@ -422,8 +424,16 @@ async def generate_textbooks(client: TeacherClient, cells: Sequence[TextbookCell
                           teacher_topk=completion_topk(client.cfg, c))
         return row, None
 
-    results = await asyncio.gather(*(one(i, cell) for i, cell in enumerate(cells)))
+    results = await asyncio.gather(*(one(i, cell, k) for k in range(cfg.responses_per_cell)
+                                     for i, cell in enumerate(cells)))
     return [r for r, _ in results if r], [f for _, f in results if f]
+
+
+def response_seed(seed: int, cell: int, k: int, n_cells: int) -> int:
+    """The sampling seed of response ``k`` of cell ``cell``: ``seed + cell`` for the first (the
+    request a one-response run sends, so raising ``responses_per_cell`` reuses the cache), then
+    past every cell's first."""
+    return seed + cell + k * n_cells
 
 
 def _unit_source_name(u: TopicUnit | Passage) -> str:

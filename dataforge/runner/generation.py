@@ -126,7 +126,8 @@ def run_textbooks(run: Run, cfg: PipelineConfig, base_url: str | None = None, ac
     async def go() -> tuple[list[dict], list[dict], TeacherStats]:
         client, cache = _teacher_client(cfg, run, base_url, acquire)
         try:
-            with progress_bar("textbooks", len(cells), status=client.stats.summary) as advance:
+            with progress_bar("textbooks", len(cells) * cfg.textbooks.responses_per_cell,
+                              status=client.stats.summary) as advance:
                 rows, failures = await generate_textbooks(client, cells, sources, cfg.textbooks, run_id=run.run_id,
                                                           seed=cfg.seed, on_done=advance)
             return rows, failures, client.stats
