@@ -37,6 +37,7 @@ import numpy as np
 
 from dataforge.config import SlmConfig
 from dataforge.errors import DataforgeError
+from dataforge.slm.data import PackedTokens
 from dataforge.teacher.logprobs import TeacherVocab, f16_values, vocab_fingerprint
 
 log = logging.getLogger("dataforge.slm")
@@ -49,32 +50,13 @@ class DistillError(DataforgeError, ValueError):
 
 
 @dataclass
-class DistillData:
-    """Packed blocks and the teacher's top-k per position (``top_ids`` -1 where there is none)."""
+class DistillData(PackedTokens):
+    """Packed blocks (and the same per-epoch batches) with the teacher's top-k per position
+    (``top_ids`` -1 where there is none)."""
 
-    blocks: np.ndarray  # int32 [n, seq_len]
     top_ids: np.ndarray  # int32 [n, seq_len, k]
     top_logprobs: np.ndarray  # float16 [n, seq_len, k]
-    docs: int
-    dropped_tokens: int
     vocab: str
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.blocks.shape[1])
-
-    @property
-    def tokens(self) -> int:
-        return int(self.blocks.size)
-
-    def __len__(self) -> int:
-        return int(self.blocks.shape[0])
-
-    def batch_indices(self, index: int, batch_size: int, seed: int) -> np.ndarray:
-        """The same per-epoch permutations as :meth:`PackedTokens.batch_indices`."""
-        from dataforge.slm.data import PackedTokens
-
-        return PackedTokens(self.blocks, self.docs, self.dropped_tokens).batch_indices(index, batch_size, seed)
 
 
 def _prefix(text: str, completion: str) -> str:
