@@ -30,6 +30,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
 
 from dataforge import runner  # noqa: E402
 from dataforge.config import ConfigError, PipelineConfig, load_config  # noqa: E402
@@ -100,13 +101,18 @@ def _run_sharded(run: Run, cfg: PipelineConfig, stage: str) -> runner.StageResul
 def _submit_bounded(task_, calls: list[tuple], cfg: PipelineConfig) -> list:
     """``task_.submit(*args)`` for each of ``calls``, in order, with at most ``task_limit`` of them
     unfinished at once: each running shard task holds its shard, so this bounds a stage's memory
-    (Prefect's thread pool would start them all). Returns the futures in order."""
+    (Prefect's thread pool would start them all). The next call goes out when *any* running task
+    ends, not the oldest: shards differ in size, and waiting on the oldest left a worker idle
+    while a small shard's successor waited behind a large one. Returns the futures in order."""
     limit = task_limit(cfg.runner)
     futures: list = []
+    running: set = set()
     for args in calls:
-        if limit is not None and len(futures) >= limit:
-            futures[len(futures) - limit].wait()  # the oldest that may still run
-        futures.append(task_.submit(*args))
+        if limit is not None and len(running) >= limit:
+            running.discard(next(as_completed(list(running))))
+        future = task_.submit(*args)
+        futures.append(future)
+        running.add(future)
     return futures
 
 

@@ -285,3 +285,48 @@ def test_shard_tasks_run_at_most_workers_at_once(tmp_path, monkeypatch, workers)
     assert len(run.files("ingest")) == 12
     assert most == workers
     assert run.read("heuristics").num_rows + run.read_rejected("heuristics").num_rows == 60
+
+
+def test_a_finished_shard_task_frees_its_slot_while_an_older_one_runs(tmp_path):
+    """The next shard goes out when any running task ends, not the oldest: with 2 workers and a
+    slow first shard, the other eleven shards all pass through the second worker meanwhile
+    (waiting on the oldest let only one through)."""
+    import threading
+    import time
+
+    import yaml
+
+    from flows.pipeline import pipeline
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": f"Document {i} is a plain sentence about the number {i}. "
+                                               "It has a second sentence too, with a few more words in it."}) + "\n"
+                           for i in range(60)))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "w", "data_root": str(tmp_path / "data"), "shard_rows": 5,
+                                      "sources": {"docs": {"path": str(src)}},
+                                      "heuristics": {"enabled": True, "apply_to": ["document"]},
+                                      "dedup": {"enabled": False}, "runner": {"workers": 2}}))
+    lock = threading.Lock()
+    slow_running = threading.Event()
+    done_meanwhile = 0
+    real = get_stage("heuristics").apply
+
+    def counted(table, cfg):
+        nonlocal done_meanwhile
+        if table.num_rows and table.column("text")[0].as_py().startswith("Document 0 "):
+            slow_running.set()
+            time.sleep(3.0)
+            slow_running.clear()
+        elif table.num_rows:
+            time.sleep(0.05)
+            with lock:
+                done_meanwhile += slow_running.is_set()
+        return real(table, cfg)
+
+    with replaced("heuristics", apply=counted):
+        rid = pipeline(str(config), stages=["generation", "curation"])
+    run = Run(load_config(config).data_root, rid)
+    assert len(run.files("ingest")) == 12
+    assert done_meanwhile >= 8
+    assert run.read("heuristics").num_rows + run.read_rejected("heuristics").num_rows == 60
