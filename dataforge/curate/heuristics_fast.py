@@ -14,9 +14,10 @@ offsets directly (no Python string per row):
   the bytes are compared, not only a hash) that holds what the families need of a chunk: its
   Gopher word (edge punctuation stripped: length, has a letter, id of its lower-case form) and
   its tokens (spaCy's rules, :mod:`dataforge.curate.wordtok`) as ids into a token vocabulary
-  with per-token flags. One pass (:func:`_resolve`) sums the Gopher words per text and lays the
-  token ids of all texts end to end; only chunks the process has never seen go through Python,
-  once each;
+  with per-token flags. One pass (:func:`_lookup`) finds each chunk's entry, reading only the
+  cache's hash table for chunks of up to eight bytes; only chunks the thread has never seen go
+  through Python, once each; a second (:func:`_gather`) sums the Gopher words per text and lays
+  the token ids of all texts end to end;
 * the families are per-text loops over those: duplicate lines and paragraphs through an
   open-addressing table (hash, then the bytes compared), Gopher repetition's word n-grams
   grouped exactly n by n (:func:`_ngram_chars`), C4's line rules, sentence count and cleaned
@@ -397,58 +398,126 @@ def _split_lines(offs, doc_c, cs, ce, brk, doc_b):
 # the columns of an entry's record (one 64-byte row per distinct chunk)
 _B_START, _B_LEN, _T_START, _T_COUNT, _W_LEN, _W_ALPHA, _W_LOWER, _T_FIRST = range(8)
 _NO_TOKENS, _PENDING = -1, -2  # _T_COUNT of an entry not tokenized yet / about to be
+_SKIP = np.int64(-(1 << 62))  # ent[c] of a chunk nothing is needed of
+
+# A slot of the cache's hash table is two words side by side (one cache line holds both): the
+# chunk's first eight bytes (zero-padded), and its hash's top 24 bits, its length (up to 255) and
+# its entry id + 1 (0: an empty slot). A chunk of at most eight bytes, most words, is found from
+# its slot alone; a longer one then compares the rest of its bytes with the arena's copy.
+
+
+@numba.njit(cache=True, nogil=True)
+def _head(data, a, b):
+    """The first eight bytes of ``data[a:b]``, zero-padded (the buffer is padded past ``b``)."""
+    w = _load8(data, a)
+    n = b - a
+    if n < 8:
+        w &= (np.uint64(1) << np.uint64(8 * n)) - np.uint64(1)
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _meta(h, n):
+    return ((h >> np.uint64(40)) << np.uint64(40)) | (np.uint64(min(n, 255)) << np.uint64(32))
 
 
 @numba.njit(cache=True, nogil=True)
 def _find(data, a, b, h, slots, rec, arena):
-    """The entry holding the bytes ``data[a:b]`` (hash ``h``), or -1; ``slots`` hold the hash's
-    high 32 bits over the entry id + 1 (0: empty), linear probing from the hash's low bits."""
+    """The entry holding the bytes ``data[a:b]`` (hash ``h``), or -1 (linear probing from the
+    hash's low bits)."""
     mask = np.uint64(len(slots) - 1)
-    tag = h >> np.uint64(32)
     ln = b - a
+    want = _meta(h, ln)
+    head = _head(data, a, b)
     slot = h & mask
     while True:
-        v = slots[slot]
+        v = slots[slot, 0]
         if v == 0:
             return -1
-        if v >> np.uint64(32) == tag:
+        if (v & np.uint64(0xFFFFFFFF00000000)) == want and slots[slot, 1] == head:
             e = np.int64(v & np.uint64(0xFFFFFFFF)) - 1
-            if rec[e, _B_LEN] == ln and _equal(arena, rec[e, _B_START], data, a, ln):
+            if ln <= 8:
+                return e
+            if rec[e, _B_LEN] == ln and _equal(arena, rec[e, _B_START] + 8, data, a + 8, ln - 8):
                 return e
         slot = (slot + np.uint64(1)) & mask
 
 
 @numba.njit(cache=True, nogil=True)
-def _place(slots, h, e):
+def _place(slots, h, n, head, e):
     mask = np.uint64(len(slots) - 1)
     slot = h & mask
-    while slots[slot] != 0:
+    while slots[slot, 0] != 0:
         slot = (slot + np.uint64(1)) & mask
-    slots[slot] = ((h >> np.uint64(32)) << np.uint64(32)) | np.uint64(e + 1)
+    slots[slot, 0] = _meta(h, n) | np.uint64(e + 1)
+    slots[slot, 1] = head
 
 
 @numba.njit(cache=True, nogil=True)
-def _resolve(data, cs, ce, doc_c, need, slots, rec, arena, toks, is_stop):
-    """One pass over the chunks and the cache: ``need`` per chunk is 0 (nothing), 1 (its Gopher
-    word) or 2 (its word and tokens). Returns per text the Gopher word sums (words, their
-    characters, with a letter, stop words by ``is_stop`` of the lower-case id), the token ids of
-    the chunks needing them one after another (``tok_at[c]``: how many come before chunk ``c``),
-    and what the cache lacks: a chunk of each distinct chunk not in it (``first``, ``miss_tok``
-    whether it needs tokens) and entries without tokens that need them (``pending``, marked).
-    With anything lacking, the sums and tokens are incomplete: fill the cache and call again."""
+def _lookup(data, cs, ce, need, slots, rec, arena):
+    """The first pass over a column's chunks: per chunk its entry (``ent``; ``-(j + 1)`` for the
+    ``j``-th distinct chunk the cache lacks, :data:`_SKIP` when nothing is needed of it) and, per
+    distinct missing chunk, one chunk of it (``first``) and whether any of its chunks needs
+    tokens (``miss_tok``). Reads the hash table only (and the arena for chunks over 8 bytes)."""
+    m = len(cs)
+    ent = np.empty(m, np.int64)
+    mslots = np.zeros(0, np.uint64)
+    first = np.empty(16, np.int64)
+    miss_tok = np.zeros(16, np.bool_)
+    n_miss = 0
+    for c in range(m):
+        if need[c] == 0:
+            ent[c] = _SKIP
+            continue
+        h = _hash(data, cs[c], ce[c])
+        e = _find(data, cs[c], ce[c], h, slots, rec, arena)
+        if e >= 0:
+            ent[c] = e
+            continue
+        if len(mslots) == 0:  # the first miss of the call: a table of the distinct misses
+            mslots = np.zeros(_pow2(2 * m), np.uint64)
+        mmask = np.uint64(len(mslots) - 1)
+        slot = h & mmask
+        mid = -1
+        while mslots[slot] != 0:
+            f = first[np.int64(mslots[slot] & np.uint64(0xFFFFFFFF)) - 1]
+            if mslots[slot] >> np.uint64(32) == h >> np.uint64(32) and ce[f] - cs[f] == ce[c] - cs[c] \
+                    and _equal(data, cs[f], data, cs[c], ce[c] - cs[c]):
+                mid = np.int64(mslots[slot] & np.uint64(0xFFFFFFFF)) - 1
+                break
+            slot = (slot + np.uint64(1)) & mmask
+        if mid < 0:
+            mid = n_miss
+            if n_miss == len(first):
+                first = np.concatenate((first, np.empty(len(first), np.int64)))
+                miss_tok = np.concatenate((miss_tok, np.zeros(len(miss_tok), np.bool_)))
+            first[mid] = c
+            miss_tok[mid] = False
+            n_miss += 1
+            mslots[slot] = ((h >> np.uint64(32)) << np.uint64(32)) | np.uint64(mid + 1)
+        if need[c] == 2:
+            miss_tok[mid] = True
+        ent[c] = -(mid + 1)
+    return ent, first[:n_miss], miss_tok[:n_miss]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(cs, ce, doc_c, need, ent, base, rec, toks, is_stop):
+    """The second pass, over the entries :func:`_lookup` found (a missing chunk's entry is
+    ``base`` + its miss number, once added): per text the Gopher word sums (words, their
+    characters, with a letter, stop words by ``is_stop`` of the lower-case id), and the token ids
+    of the chunks needing them one after another (``tok_at[c]``: how many come before chunk
+    ``c``). Entries that need tokens and have none yet come back as ``pending`` (marked): with
+    any, the tokens are incomplete; tokenize them and call again."""
     m = len(cs)
     n = len(doc_c) - 1
     words = np.zeros((4, n), np.int64)
     bound = 0  # a token has at least one byte: no more tokens than chunk bytes
     for c in range(m):
         bound += ce[c] - cs[c]
-    ids = np.empty(bound, np.int32)  # allocated once: an array reassigned in the loop is slower
+    ids = np.empty(bound, np.int32)
     tok_at = np.zeros(m + 1, np.int64)
     k = 0
-    mslots = np.zeros(0, np.uint64)
-    first = np.empty(16, np.int64)
-    miss_tok = np.zeros(16, np.bool_)
-    n_miss = 0
     pending = np.empty(16, np.int64)
     n_pending = 0
     for d in range(n):
@@ -457,59 +526,35 @@ def _resolve(data, cs, ce, doc_c, need, slots, rec, arena, toks, is_stop):
             tok_at[c] = k
             if need[c] == 0:
                 continue
-            h = _hash(data, cs[c], ce[c])
-            e = _find(data, cs[c], ce[c], h, slots, rec, arena)
-            if e >= 0:
-                length = rec[e, _W_LEN]
-                if length > 0:
-                    n_words += 1
-                    n_chars += length
-                    n_alpha += rec[e, _W_ALPHA]
-                    n_stop += is_stop[rec[e, _W_LOWER]]
-                if need[c] == 2:
-                    count = rec[e, _T_COUNT]
-                    if count < 0:
-                        if count == _NO_TOKENS:
-                            rec[e, _T_COUNT] = _PENDING
-                            if n_pending == len(pending):
-                                pending = np.concatenate((pending, np.empty(len(pending), np.int64)))
-                            pending[n_pending] = e
-                            n_pending += 1
-                        continue
-                    if count == 1:  # most chunks: the token is in the record
-                        ids[k] = rec[e, _T_FIRST]
-                    else:
-                        t0 = rec[e, _T_START]
-                        for j in range(count):
-                            ids[k + j] = toks[t0 + j]
-                    k += count
-                continue
-            if len(mslots) == 0:  # the first miss of the call: a table of the distinct misses
-                mslots = np.zeros(_pow2(2 * m), np.uint64)
-            mmask = np.uint64(len(mslots) - 1)
-            slot = h & mmask
-            mid = -1
-            while mslots[slot] != 0:
-                f = first[np.int64(mslots[slot] & np.uint64(0xFFFFFFFF)) - 1]
-                if mslots[slot] >> np.uint64(32) == h >> np.uint64(32) and ce[f] - cs[f] == ce[c] - cs[c] \
-                        and _equal(data, cs[f], data, cs[c], ce[c] - cs[c]):
-                    mid = np.int64(mslots[slot] & np.uint64(0xFFFFFFFF)) - 1
-                    break
-                slot = (slot + np.uint64(1)) & mmask
-            if mid < 0:
-                mid = n_miss
-                if n_miss == len(first):
-                    first = np.concatenate((first, np.empty(len(first), np.int64)))
-                    miss_tok = np.concatenate((miss_tok, np.zeros(len(miss_tok), np.bool_)))
-                first[mid] = c
-                miss_tok[mid] = False
-                n_miss += 1
-                mslots[slot] = ((h >> np.uint64(32)) << np.uint64(32)) | np.uint64(mid + 1)
+            e = ent[c]
+            if e < 0:
+                e = base - e - 1
+            length = rec[e, _W_LEN]
+            if length > 0:
+                n_words += 1
+                n_chars += length
+                n_alpha += rec[e, _W_ALPHA]
+                n_stop += is_stop[rec[e, _W_LOWER]]
             if need[c] == 2:
-                miss_tok[mid] = True
+                count = rec[e, _T_COUNT]
+                if count < 0:
+                    if count == _NO_TOKENS:
+                        rec[e, _T_COUNT] = _PENDING
+                        if n_pending == len(pending):
+                            pending = np.concatenate((pending, np.empty(len(pending), np.int64)))
+                        pending[n_pending] = e
+                        n_pending += 1
+                    continue
+                if count == 1:  # most chunks: the token is in the record
+                    ids[k] = rec[e, _T_FIRST]
+                else:
+                    t0 = rec[e, _T_START]
+                    for j in range(count):
+                        ids[k + j] = toks[t0 + j]
+                k += count
         words[0, d], words[1, d], words[2, d], words[3, d] = n_words, n_chars, n_alpha, n_stop
     tok_at[m] = k
-    return words, ids[:k], tok_at, first[:n_miss], miss_tok[:n_miss], pending[:n_pending]
+    return words, ids[:k], tok_at, pending[:n_pending]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -524,14 +569,16 @@ def _insert(data, cs, ce, chunks, base, slots, rec, arena, used):
         rec[e, _B_START] = used
         rec[e, _B_LEN] = ln
         used += ln
-        _place(slots, _hash(data, cs[c], ce[c]), e)
+        _place(slots, _hash(data, cs[c], ce[c]), ln, _head(data, cs[c], ce[c]), e)
     return used
 
 
 @numba.njit(cache=True, nogil=True)
 def _rehash(n, rec, arena, slots):
     for e in range(n):
-        _place(slots, _hash(arena, rec[e, _B_START], rec[e, _B_START] + rec[e, _B_LEN]), e)
+        a = rec[e, _B_START]
+        b = a + rec[e, _B_LEN]
+        _place(slots, _hash(arena, a, b), b - a, _head(arena, a, b), e)
 
 
 @functools.cache
@@ -576,7 +623,7 @@ class ChunkCache:
 
     def _reset(self) -> None:
         self.n = 0
-        self.slots = np.zeros(1 << 16, np.uint64)
+        self.slots = np.zeros((1 << 16, 2), np.uint64)
         self.rec = np.empty((1 << 14, 8), np.int64)
         self.arena = np.zeros(1 << 20, np.uint8)
         self.used = 0
@@ -601,7 +648,7 @@ class ChunkCache:
             size = len(self.slots)
             while 2 * (base + k) > size:
                 size *= 2
-            self.slots = np.zeros(size, np.uint64)
+            self.slots = np.zeros((size, 2), np.uint64)
             _rehash(base, self.rec, self.arena, self.slots)
         self.used = _insert(data, cs, ce, chunks, base, self.slots, self.rec, self.arena, self.used)
         self.n = base + k
@@ -680,27 +727,27 @@ class ChunkCache:
         self.n_toks += len(ids)
 
     def resolve(self, data, cs, ce, doc_c, need, stop_words: Sequence[str] = ()) -> tuple:
-        """:func:`_resolve` over the column, the cache filled with what it lacked (then again), and
-        the token flags of the vocabulary as it then is (valid for every id returned)."""
+        """The column's chunks looked up (:func:`_lookup`), the cache filled with what it lacked,
+        then the sums and tokens read off the entries (:func:`_gather`), with the token flags of
+        the vocabulary as it then is (valid for every id returned)."""
         stop_lower = sorted({w.lower() for w in stop_words})
         with self.lock:
             if self.n > self.max_entries or self.used > self.max_bytes:
                 self._reset()
+            ent, first, miss_tok = _lookup(data, cs, ce, need, self.slots, self.rec, self.arena)
+            base = self.n
+            if len(first):
+                strings = self._add_entries(data, cs, ce, first)
+                want = np.flatnonzero(miss_tok)
+                if len(want):
+                    self._tokenize(base + want, [strings[j] for j in want.tolist()])
+            is_stop = np.zeros(len(self.lower_index) + 1, np.bool_)  # the last slot (id -1) stays False
+            is_stop[[self.lower_index[w] for w in stop_lower if w in self.lower_index]] = True
             while True:
-                is_stop = np.zeros(len(self.lower_index) + 1, np.bool_)  # the last slot (id -1) stays False
-                is_stop[[self.lower_index[w] for w in stop_lower if w in self.lower_index]] = True
-                words, ids, tok_at, first, miss_tok, pending = _resolve(
-                    data, cs, ce, doc_c, need, self.slots, self.rec, self.arena, self.toks, is_stop)
-                if not len(first) and not len(pending):
+                words, ids, tok_at, pending = _gather(cs, ce, doc_c, need, ent, base, self.rec, self.toks, is_stop)
+                if not len(pending):
                     break
-                if len(pending):  # entries already there, not tokenized yet
-                    self._tokenize(pending)
-                if len(first):
-                    base = self.n
-                    strings = self._add_entries(data, cs, ce, first)
-                    want = np.flatnonzero(miss_tok)
-                    if len(want):
-                        self._tokenize(base + want, [strings[j] for j in want.tolist()])
+                self._tokenize(pending)  # entries made earlier without tokens
             tok_props = self.tok_props[:, :len(self.tok_index)]
         return words, ids, tok_at, tok_props
 
@@ -746,7 +793,7 @@ def _in_sorted(values, x):
 def _gopher_quality_lines(data, lines, doc_l, cls, bullets, marks):
     """Per text: non-blank ``splitlines()`` lines, those starting with a bullet (the reference's
     ``^(?:[•‣⁃◦▪▫●○■□►▸➢➤]|[-*+–](?:\\s|$))`` on the stripped line) and those ending with an
-    ellipsis. (The word counts come from the chunk cache, :func:`_resolve`.)"""
+    ellipsis. (The word counts come from the chunk cache, :func:`_gather`.)"""
     n = len(doc_l) - 1
     out = np.zeros((3, n), np.int64)
     for d in range(n):
