@@ -9,6 +9,7 @@ import json
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,19 +117,22 @@ def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Ded
     by_shard = {s.shard: s for s in parts}
     schema = (pa.unify_schemas([run.file_schema(p) for p in paths], promote_options="permissive") if paths
               else input_schema(io))
-    kept_entries, rej_entries, kept_schema = [], [], None
-    rows_in = rows_kept = rows_dropped = 0
     ids = ws.ids()
-    for i, p in enumerate(paths):
+
+    def write(i: int, p: Path) -> tuple[list, list, pa.Schema, int, int, int]:
         table = pa.concat_tables([schema.empty_table(), run.read_file(p)], promote_options="permissive")
         kept, rejected = ws.shard_tables(table, by_shard[i].offset, decisions, ids)
         ke, re_ = io.write_shard(i, kept, rejected)
-        kept_entries += ke
-        rej_entries += re_
-        kept_schema = kept.schema
-        rows_in += table.num_rows
-        rows_kept += kept.num_rows
-        rows_dropped += rejected.num_rows
+        return ke, re_, kept.schema, table.num_rows, kept.num_rows, rejected.num_rows
+
+    # shards are read, split and written on finish_threads(cfg) threads (Parquet's reading,
+    # compression and writing release the GIL); each holds one shard at a time
+    with ThreadPoolExecutor(finish_threads(cfg)) as pool:
+        done = list(pool.map(write, range(len(paths)), paths))
+    kept_entries = [e for d in done for e in d[0]]
+    rej_entries = [e for d in done for e in d[1]]
+    kept_schema = done[-1][2] if done else None
+    rows_in, rows_kept, rows_dropped = (sum(d[k] for d in done) for k in (3, 4, 5))
     if kept_schema is None:
         from dataforge.curate.dedup import apply_dedup
 
@@ -137,6 +141,12 @@ def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Ded
     ws.remove()
     return StageResult("dedup", rows_in=rows_in, rows_kept=rows_kept, rows_dropped=rows_dropped,
                        seconds=time.perf_counter() - t0)
+
+
+def finish_threads(cfg: PipelineConfig) -> int:
+    """Threads that write dedup's output shards at once: the threads runner's workers, or the
+    threads of one Dask worker (the finishing task runs on one)."""
+    return cfg.runner.thread_workers() if cfg.runner.kind == "threads" else cfg.runner.threads_per_worker
 
 
 def run_dedup(run: Run, cfg: PipelineConfig) -> StageResult:
