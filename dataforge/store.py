@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -390,13 +390,15 @@ def manifest_entries(directory: Path, filesystem: pafs.FileSystem | None = None)
             for f in m["files"]]
 
 
-def manifest_files(directory: Path, filesystem: pafs.FileSystem | None = None, *, verify: bool = False) -> list[Path]:
+def manifest_files(directory: Path, filesystem: pafs.FileSystem | None = None, *,
+                   verify: bool | Literal["size"] = False) -> list[Path]:
     """The committed files of a stage directory; with ``verify``, each one's size and sha256
-    checked against the manifest first (:class:`ChecksumMismatch`)."""
+    checked against the manifest first (:class:`ChecksumMismatch`); ``verify="size"`` checks
+    sizes only (a local data root; the end-of-run summary of the process that just wrote them)."""
     entries = manifest_entries(directory, filesystem)
     if verify:
         for path, entry in entries:
-            verify_file(path, entry, filesystem)
+            verify_file(path, entry, filesystem, digest=verify != "size")
     return [p for p, _ in entries]
 
 
@@ -430,8 +432,10 @@ def read_verified(path: Path | PurePosixPath, entry: dict, filesystem: pafs.File
     return data
 
 
-def verify_file(path: Path | PurePosixPath, entry: dict, filesystem: pafs.FileSystem | None = None) -> None:
-    """Check a committed file's size and sha256 against its manifest entry (streamed)."""
+def verify_file(path: Path | PurePosixPath, entry: dict, filesystem: pafs.FileSystem | None = None, *,
+                digest: bool = True) -> None:
+    """Check a committed file's size and sha256 against its manifest entry (streamed); only its
+    size without ``digest`` (on a local data root)."""
     if filesystem is not None:
         read_verified(path, entry, filesystem)
         return
@@ -439,9 +443,11 @@ def verify_file(path: Path | PurePosixPath, entry: dict, filesystem: pafs.FileSy
     size = os.stat(path).st_size
     if size != entry["bytes"]:
         raise _mismatch(path, entry, size, None)
-    digest = file_sha256(path)
-    if digest != entry["sha256"]:
-        raise _mismatch(path, entry, size, digest)
+    if not digest:
+        return
+    found = file_sha256(path)
+    if found != entry["sha256"]:
+        raise _mismatch(path, entry, size, found)
 
 
 def manifest_schema(directory: Path, filesystem: pafs.FileSystem | None = None) -> pa.Schema:

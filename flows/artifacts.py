@@ -48,8 +48,9 @@ def _md_table(rows: list[dict]) -> str:
 
 
 def run_tables(run: Run) -> tuple[pa.Table, pa.Table]:
-    """(funnel, drop reasons) of a run, from the warehouse."""
-    con = connect(run)
+    """(funnel, drop reasons) of a run, from the warehouse (file sizes checked, not their sha256:
+    published at the end of the run that has just written and hashed them)."""
+    con = connect(run, verify="size")
     try:
         return fetch_arrow(con, FUNNEL_SQL), fetch_arrow(con, DROP_REASONS_SQL)
     finally:

@@ -136,6 +136,35 @@ def test_final_is_the_dedup_stage(built):
     assert rows(con, "select distinct stage from final") == [("dedup",)]
 
 
+def test_final_reads_only_the_final_stage_files(built):
+    """``final`` is its own relation over the final stage's files: a query of it does not read
+    the other stages' shards (a subquery filter on kept_rows read every stage's text)."""
+    run, exp = built
+    con = warehouse.connect(run)
+    plan = "\n".join(r[1] for r in con.execute("EXPLAIN ANALYZE SELECT count(*), sum(length(text)) FROM final")
+                     .fetchall())
+    assert plan.count("READ_PARQUET") == 1 or plan.count("Read Parquet") == 1, plan
+    assert rows(con, "select count(*) from final") == [(len(exp["final_ids"]),)]
+
+
+def test_size_only_verify_skips_the_sha256_but_not_the_size(built):
+    """``verify="size"`` (the summary a run prints of files it has just written) checks sizes
+    only; the default checks sha256 too."""
+    from dataforge.store import ChecksumMismatch, manifest_files
+
+    run, _ = built
+    shard = manifest_files(run.stage_dir("heuristics"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch, match="does not match its manifest"):
+        warehouse.connect(run)
+    warehouse.connect(run, verify="size").close()
+    shard.write_bytes(bytes(data) + b"x")
+    with pytest.raises(ChecksumMismatch, match="recorded"):
+        warehouse.connect(run, verify="size")
+
+
 def test_reports_run(built):
     run, _ = built
     con = warehouse.connect(run)
@@ -317,7 +346,11 @@ def test_run_summary_counts_dedup_reasons_together_and_skips_diversity_of_a_larg
                     {"drop_stage": "dedup", "drop_reason": "exact_duplicate_of:<id>", "rows": 1}]
 
     cli_main.print_report(run)
-    assert "lexical diversity: left out" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "lexical diversity: left out" not in out
+    # reports of stages this run has not are named on one line, not printed as empty tables
+    assert "no rows: " in out and "judge scores" in out.split("no rows: ")[1]
+    assert "judge scores" not in out.split("no rows: ")[0] and "funnel" in out
     monkeypatch.setattr(cli_main, "REPORT_DIVERSITY_MAX_BYTES", 100)  # the 3 output texts hold ~250 bytes
     cli_main.print_report(run)
     out = capsys.readouterr().out

@@ -1,5 +1,6 @@
--- Views over one run. dataforge creates three base relations before this file runs:
+-- Views over one run. dataforge creates four base relations before this file runs:
 --   kept_rows      every kept row of every committed stage, with `stage` (the stage folder)
+--   final_rows     the kept rows of the final stage (stages.is_final) alone, with `stage`
 --   rejected_rows  every dropped row, with `drop_stage` and `drop_reason`
 --   stages         one row per stage from run.json: position, stage, status, rows_in,
 --                  rows_kept, rows_dropped, seconds, teacher requests and cache hits
@@ -11,8 +12,7 @@ SELECT * FROM kept_rows;
 
 -- The run's output: the kept rows of the final stage (the registry's rule: stages.is_final).
 CREATE OR REPLACE VIEW final AS
-SELECT * FROM kept_rows
-WHERE stage = (SELECT stage FROM stages WHERE is_final LIMIT 1);
+SELECT * FROM final_rows;
 
 -- Every dropped row with the stage that dropped it and why.
 CREATE OR REPLACE VIEW rejections AS

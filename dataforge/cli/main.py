@@ -79,10 +79,16 @@ REPORT_DIVERSITY_MAX_ROWS = 200_000
 REPORT_DIVERSITY_MAX_BYTES = 50_000_000
 
 
-def print_report(run: Run) -> None:
+#: summary reports printed even without rows (the others, empty, are named on one line)
+ALWAYS_PRINTED = ("funnel", "drop_reasons", "output")
+
+
+def print_report(run: Run, verify: bool | str = True) -> None:
+    """The run's summary tables; ``verify="size"`` checks the files' sizes, not their sha256 (the
+    summary ``run`` prints of the files it has just written)."""
     from dataforge.warehouse import connect, fetch_arrow, report_queries
 
-    con = connect(run)
+    con = connect(run, verify=verify)
     try:
         rec = run.load_record()
         console.print(f"[bold]run[/] {run.run_id}  status={rec.status}  dir={run.dir}")
@@ -92,6 +98,7 @@ def print_report(run: Run) -> None:
         rows = sum(r["rows"] for r in output)
         text_bytes = sum(r["rows"] * (r["avg_chars"] or 0) for r in output)
         big = rows > REPORT_DIVERSITY_MAX_ROWS or text_bytes > REPORT_DIVERSITY_MAX_BYTES
+        empty: list[str] = []
         for name, sql in reports.items():
             if name == "lexical_diversity" and big:  # distinct n-grams of every row: minutes on a large run
                 console.print(f"lexical diversity: left out of this summary for an output of more than "
@@ -100,7 +107,12 @@ def print_report(run: Run) -> None:
                               f'dataforge sql "select * from lexical_diversity" --run {run.run_id}', highlight=False)
                 continue
             table = pa.Table.from_pylist(output) if name == "output" and output else fetch_arrow(con, sql)
+            if table.num_rows == 0 and name not in ALWAYS_PRINTED:
+                empty.append(name.replace("_", " "))  # a stage this run has not (judge scores, textbook coverage)
+                continue
             print_table(table, title=name.replace("_", " "))
+        if empty:
+            console.print("no rows: " + ", ".join(empty), highlight=False)
         t = rec.teacher or {}
         if t:
             console.print("teacher: " + ", ".join(f"{k}={v}" for k, v in t.items()))
@@ -161,7 +173,7 @@ def run(
             f"{name} {st.rows_in} in, {st.rows_kept} kept" for name, st in rec.stages.items()), highlight=False)
         console.print(f"export: {run_obj.export_dir(cfg.export.name)} on {cfg.data_root}")
         return
-    print_report(run_obj)
+    print_report(run_obj, verify="size")
     console.print(f"export: {run_obj.export_dir(cfg.export.name)}")
     console.print(f'query it: dataforge sql "select kind, count(*) from final group by all" --run {run_id}')
 
