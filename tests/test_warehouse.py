@@ -349,8 +349,8 @@ def test_run_summary_counts_dedup_reasons_together_and_skips_diversity_of_a_larg
     out = capsys.readouterr().out
     assert "lexical diversity: left out" not in out
     # reports of stages this run has not are named on one line, not printed as empty tables
-    assert "no rows: " in out and "judge scores" in out.split("no rows: ")[1]
-    assert "judge scores" not in out.split("no rows: ")[0] and "funnel" in out
+    assert "no rows: " in out and "heuristic rules" in out.split("no rows: ")[1]
+    assert "heuristic rules" not in out.split("no rows: ")[0] and "funnel" in out
     monkeypatch.setattr(cli_main, "REPORT_DIVERSITY_MAX_BYTES", 100)  # the 3 output texts hold ~250 bytes
     cli_main.print_report(run)
     out = capsys.readouterr().out
