@@ -599,6 +599,9 @@ def fuzz_configs() -> list[H.HeuristicsConfig]:
                                                               "stop_words": ["The", "of", "and", "."]},
                                            "c4": {"enabled": True, "min_sentences": 1}}),
         only("c4", min_words_per_line=1, max_word_length=40),
+        # Gopher quality alone: an ASCII chunk's word is read off its bytes, not the chunk cache
+        H.HeuristicsConfig.model_validate({"gopher_quality": {
+            "stop_words": ["the", "DER", "straße", "ΚΑΙ", "k", "don't", "e-mail", "a"]}}),
     ]
 
 

@@ -399,6 +399,7 @@ def _split_lines(offs, doc_c, cs, ce, brk, doc_b):
 _B_START, _B_LEN, _T_START, _T_COUNT, _W_LEN, _W_ALPHA, _W_LOWER, _T_FIRST = range(8)
 _NO_TOKENS, _PENDING = -1, -2  # _T_COUNT of an entry not tokenized yet / about to be
 _SKIP = np.int64(-(1 << 62))  # ent[c] of a chunk nothing is needed of
+_DIRECT = np.int64(-(1 << 62) + 1)  # ent[c] of an ASCII chunk needing its Gopher word only
 
 # A slot of the cache's hash table is two words side by side (one cache line holds both): the
 # chunk's first eight bytes (zero-padded), and its hash's top 24 bits, its length (up to 255) and
@@ -454,6 +455,80 @@ def _place(slots, h, n, head, e):
 
 
 @numba.njit(cache=True, nogil=True)
+def _ascii(data, a, b):
+    """Whether ``data[a:b]`` is ASCII (the buffer is padded past ``b``)."""
+    acc = np.uint64(0)
+    i = a
+    while i + 8 <= b:
+        acc |= _load8(data, i)
+        i += 8
+    if i < b:
+        acc |= _load8(data, i) & ((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1))
+    return (acc & np.uint64(0x8080808080808080)) == 0
+
+
+_HI = np.uint64(0x8080808080808080)
+_LO7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_range(w, lo, hi):
+    """Per byte of the ASCII word ``w``: 0x80 where ``lo <= byte <= hi``, else 0 (no branches)."""
+    x = w & _LO7
+    ge = x + np.uint64(0x0101010101010101) * np.uint64(0x80 - lo)
+    gt = x + np.uint64(0x0101010101010101) * np.uint64(0x7F - hi)
+    return ge & ~gt & _HI
+
+
+@numba.njit(cache=True, nogil=True)
+def _ascii_word(data, a, b, strip, stop_keys, long_stop, long_len):
+    """The Gopher word of an ASCII chunk as :func:`heuristics.split_words` strips it (``strip``:
+    per ASCII byte, whether it is punctuation or a symbol): -1 when nothing is left, else its
+    length << 2 | has a letter << 1 | its lower-case form is a stop word. ``stop_keys``: the
+    ASCII stop words of up to 8 bytes (lower case) as little-endian words; ``long_stop`` (rows of
+    bytes, ``long_len`` long) the longer ones. Eight bytes at a time, without branches per byte."""
+    while a < b and strip[data[a]]:
+        a += 1
+    while b > a and strip[data[b - 1]]:
+        b -= 1
+    if a == b:
+        return -1
+    n = b - a
+    letters = np.uint64(0)
+    i = a
+    while i < b:
+        w = _load8(data, i)
+        if b - i < 8:
+            w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
+        letters |= _in_range(w | np.uint64(0x2020202020202020), 97, 122)
+        i += 8
+    stop = 0
+    if n <= 8:
+        w = _load8(data, a)
+        if n < 8:
+            w &= (np.uint64(1) << np.uint64(8 * n)) - np.uint64(1)
+        key = w | (_in_range(w, 65, 90) >> np.uint64(2))  # lower case
+        for k in range(len(stop_keys)):
+            stop |= key == stop_keys[k]
+    else:
+        for k in range(len(long_len)):
+            if long_len[k] != n:
+                continue
+            same = True
+            for j in range(n):
+                ch = data[a + j]
+                if ch >= 65 and ch <= 90:
+                    ch += 32
+                if ch != long_stop[k, j]:
+                    same = False
+                    break
+            if same:
+                stop = 1
+                break
+    return (n << 2) | ((letters != 0) << 1) | stop
+
+
+@numba.njit(cache=True, nogil=True)
 def _lookup(data, cs, ce, need, slots, rec, arena):
     """The first pass over a column's chunks: per chunk its entry (``ent``; ``-(j + 1)`` for the
     ``j``-th distinct chunk the cache lacks, :data:`_SKIP` when nothing is needed of it) and, per
@@ -468,6 +543,9 @@ def _lookup(data, cs, ce, need, slots, rec, arena):
     for c in range(m):
         if need[c] == 0:
             ent[c] = _SKIP
+            continue
+        if need[c] == 1 and _ascii(data, cs[c], ce[c]):
+            ent[c] = _DIRECT  # its Gopher word is read off its bytes (_ascii_word)
             continue
         h = _hash(data, cs[c], ce[c])
         e = _find(data, cs[c], ce[c], h, slots, rec, arena)
@@ -502,7 +580,7 @@ def _lookup(data, cs, ce, need, slots, rec, arena):
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(cs, ce, doc_c, need, ent, base, rec, toks, is_stop):
+def _gather(data, cs, ce, doc_c, need, ent, base, rec, toks, is_stop, strip, stop_keys, long_stop, long_len):
     """The second pass, over the entries :func:`_lookup` found (a missing chunk's entry is
     ``base`` + its miss number, once added): per text the Gopher word sums (words, their
     characters, with a letter, stop words by ``is_stop`` of the lower-case id), and the token ids
@@ -527,6 +605,14 @@ def _gather(cs, ce, doc_c, need, ent, base, rec, toks, is_stop):
             if need[c] == 0:
                 continue
             e = ent[c]
+            if e == _DIRECT:
+                word = _ascii_word(data, cs[c], ce[c], strip, stop_keys, long_stop, long_len)
+                if word >= 0:
+                    n_words += 1
+                    n_chars += word >> 2
+                    n_alpha += (word >> 1) & 1
+                    n_stop += word & 1
+                continue
             if e < 0:
                 e = base - e - 1
             length = rec[e, _W_LEN]
@@ -598,6 +684,23 @@ def _grown(arr: np.ndarray, need: int) -> np.ndarray:
     out = np.empty((max(need, 2 * len(arr)), *arr.shape[1:]), arr.dtype)
     out[:len(arr)] = arr
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _ascii_tables(stop_lower: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`_ascii_word` needs: the ASCII bytes Gopher's words are stripped of, and the
+    ASCII stop words (lower case): those of up to 8 bytes as little-endian words, the longer as
+    rows of bytes with their lengths (a stop word with other characters cannot be the lower
+    case of an ASCII word)."""
+    punct = rules.punctuation_and_symbols()
+    strip = np.array([chr(b) in punct for b in range(256)], np.bool_)
+    words = [w.encode("ascii") for w in stop_lower if w.isascii() and w]
+    keys = np.array([int.from_bytes(w, "little") for w in words if len(w) <= 8], np.uint64)
+    longer = [w for w in words if len(w) > 8]
+    long_stop = np.zeros((len(longer), max(map(len, longer), default=1)), np.uint8)
+    for k, w in enumerate(longer):
+        long_stop[k, :len(w)] = np.frombuffer(w, np.uint8)
+    return strip, keys, long_stop, np.array([len(w) for w in longer], np.int64)
 
 
 class ChunkCache:
@@ -743,8 +846,10 @@ class ChunkCache:
                     self._tokenize(base + want, [strings[j] for j in want.tolist()])
             is_stop = np.zeros(len(self.lower_index) + 1, np.bool_)  # the last slot (id -1) stays False
             is_stop[[self.lower_index[w] for w in stop_lower if w in self.lower_index]] = True
+            ascii_tables = _ascii_tables(tuple(stop_lower))
             while True:
-                words, ids, tok_at, pending = _gather(cs, ce, doc_c, need, ent, base, self.rec, self.toks, is_stop)
+                words, ids, tok_at, pending = _gather(data, cs, ce, doc_c, need, ent, base, self.rec, self.toks,
+                                                      is_stop, *ascii_tables)
                 if not len(pending):
                     break
                 self._tokenize(pending)  # entries made earlier without tokens
