@@ -468,11 +468,12 @@ def first_failed(metrics: dict[str, pa.Table], cfg: HeuristicsConfig, n: int) ->
 
 # --- the stage --------------------------------------------------------------------------------
 
-def heuristics_table(texts: Sequence[str | None], cfg: HeuristicsConfig,
-                     fast: bool = True) -> tuple[pa.Table, list[str | None], list[str | None]]:
+def heuristics_table(texts: "Sequence[str | None] | pa.Array", cfg: HeuristicsConfig,
+                     fast: bool = True) -> tuple[pa.Table, list[str | None], list[str | None] | None]:
     """Metrics of every enabled family as one table (families in order), the drop reason of each
     text (None: kept, or not checked when the text is None) and the texts as C4's line cleaning
-    leaves them. ``fast`` picks the bulk path; ``fast=False`` the reference."""
+    leaves them. ``fast`` picks the bulk path, which also takes an Arrow string array (and then
+    returns the cleaned texts only when C4 cleans lines); ``fast=False`` the reference."""
     if fast:
         # imported here: the bulk path loads numba, which the reference does not need
         from dataforge.curate.heuristics_fast import bulk_metrics
@@ -525,13 +526,18 @@ def apply_heuristics(table: pa.Table, cfg: HeuristicsConfig, fast: bool = True,
 
     # Re-running the stage replaces its own columns instead of duplicating them.
     table = table.drop_columns([name for name in table.column_names if name.startswith(METRIC_PREFIX)])
-    apply_to = set(cfg.apply_to)
-    checked = [kind in apply_to for kind in table.column("kind").to_pylist()]
     # A missing text on a checked row is an empty document (and fails), never a silent pass.
-    texts = [(text or "") if check else None for text, check in zip(table.column("text").to_pylist(), checked)]
+    checked = pc.fill_null(pc.is_in(table.column("kind").cast(pa.string()),
+                                    value_set=pa.array(sorted(set(cfg.apply_to)), pa.string())), False)
+    if fast:  # the bulk path reads the Arrow column (no Python string per row)
+        text = table.column("text").cast(pa.large_string())
+        texts = pc.if_else(checked, pc.fill_null(text, ""), pa.scalar(None, pa.large_string())).combine_chunks()
+    else:
+        texts = [(text or "") if check else None
+                 for text, check in zip(table.column("text").to_pylist(), checked.to_pylist())]
     metrics, reasons, cleaned = heuristics_table(texts, cfg, fast=fast)
 
-    out = table.append_column(pa.field("heur_checked", pa.bool_()), pa.array(checked, pa.bool_()))
+    out = table.append_column(pa.field("heur_checked", pa.bool_()), checked.combine_chunks())
     for field in metrics.schema:
         if cfg.keep_metrics or field.name == "heur_c4_lines_removed":
             out = out.append_column(field, metrics.column(field.name))

@@ -755,8 +755,8 @@ class ChunkCache:
             _rehash(base, self.rec, self.arena, self.slots)
         self.used = _insert(data, cs, ce, chunks, base, self.slots, self.rec, self.arena, self.used)
         self.n = base + k
-        raw = data.tobytes()
-        strings = [raw[a:b].decode("utf-8") for a, b in zip(cs[chunks].tolist(), ce[chunks].tolist())]
+        raw = memoryview(data)  # decoded in place: a copy of the whole batch per call cost more
+        strings = [str(raw[a:b], "utf-8") for a, b in zip(cs[chunks].tolist(), ce[chunks].tolist())]
         # the Gopher word of each chunk, as heuristics.split_words strips it
         punct = rules.punctuation_and_symbols()
         lower_index = self.lower_index
@@ -1505,8 +1505,8 @@ class _Column:
     """One column of texts as the kernels see it: the buffers, the chunks, per-text counts and,
     once resolved against the chunk cache, the Gopher word sums and the tokens."""
 
-    def __init__(self, texts: list[str]):
-        self.arr = pa.array(texts, pa.large_string())
+    def __init__(self, texts: "list[str] | pa.Array"):
+        self.arr = texts.cast(pa.large_string()) if isinstance(texts, pa.Array) else pa.array(texts, pa.large_string())
         self.n = len(texts)
         self.data, self.offs = _buffers(self.arr)
         self.cls = _char_classes()
@@ -1628,18 +1628,30 @@ def _c4_values(col: _Column, cfg: C4Config, lines: tuple, texts: list[str]
             "heur_c4_lines_removed": removed}, cleaned
 
 
-def bulk_metrics(texts: Sequence[str | None], cfg: HeuristicsConfig) -> tuple[dict[str, pa.Table], list[str | None]]:
-    """What :func:`heuristics.reference_metrics` returns, computed in bulk."""
+def bulk_metrics(texts: "Sequence[str | None] | pa.Array", cfg: HeuristicsConfig
+                 ) -> tuple[dict[str, pa.Table], list[str | None] | None]:
+    """What :func:`heuristics.reference_metrics` returns, computed in bulk. ``texts`` may be an
+    Arrow string array (nulls: rows not checked), read without a Python string per row; the
+    cleaned texts are then returned only when C4 cleans lines (None otherwise)."""
     n = len(texts)
-    rows_list = [i for i, t in enumerate(texts) if t is not None]
-    rows = np.array(rows_list, np.int64)
-    checked = [texts[i] for i in rows_list]
-    out: dict[str, pa.Table] = {}
-    cleaned: list[str | None] = list(texts)
     gq, rep, c4, fw = cfg.gopher_quality, cfg.gopher_repetition, cfg.c4, cfg.fineweb_quality
+    c4_cleans = c4.enabled and c4.clean_lines
+    if isinstance(texts, pa.Array):
+        valid = texts.is_valid().to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(valid)
+        rows_list = rows.tolist()
+        column = texts.filter(pa.array(valid))
+        checked = column.to_pylist() if c4_cleans else []
+        cleaned: list[str | None] | None = texts.to_pylist() if c4_cleans else None
+    else:
+        rows_list = [i for i, t in enumerate(texts) if t is not None]
+        rows = np.array(rows_list, np.int64)
+        checked = column = [texts[i] for i in rows_list]
+        cleaned = list(texts)
+    out: dict[str, pa.Table] = {}
     if not (gq.enabled or rep.enabled or c4.enabled or fw.enabled):
         return out, cleaned
-    col = _Column(checked)
+    col = _Column(column)
     datatrove_gq = gq.enabled and gq.definitions == "datatrove"
     all_tokens = rep.enabled or fw.enabled or datatrove_gq
     # what each chunk needs from the cache: 2 its tokens, 1 its Gopher word only, 0 nothing
@@ -1667,7 +1679,7 @@ def bulk_metrics(texts: Sequence[str | None], cfg: HeuristicsConfig) -> tuple[di
     if c4.enabled:
         values, c4_cleaned = _c4_values(col, c4, c4_lines, checked)
         out["c4"] = _scatter(values, rules.C4_SCHEMA, rows, n)
-        if c4_cleaned is not None:
+        if c4_cleaned is not None and cleaned is not None:
             for i, text in zip(rows_list, c4_cleaned):
                 cleaned[i] = text
     if fw.enabled:
