@@ -78,6 +78,8 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 def lone_surrogate(raw: str, obj: object) -> bool:
     """Whether JSON ``raw`` (decoded to ``obj``) holds an unpaired surrogate escape such as
     ``"\\udc00"``: Python decodes it, but it cannot be written as UTF-8 (Arrow, files, HTTP)."""
+    if "\\ud" not in raw and "\\uD" not in raw:  # what the pattern starts with; str's search is C-fast
+        return False
     if not _SURROGATE_ESCAPE.search(raw):
         return False
     try:
@@ -198,6 +200,64 @@ def json_depth_over(line: str, max_depth: int) -> int | None:
         elif ch == "]" or ch == "}":
             depth -= 1
     return None
+
+
+def _nested_over(value: object, max_depth: int) -> bool:
+    """Whether a parsed JSON value nests objects and arrays deeper than ``max_depth`` (a scalar:
+    depth 0): the depth :func:`json_depth_over` finds in its text, when no object had a key twice
+    (a repeated key's earlier value is not in the parsed value)."""
+    todo = [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if type(v) is dict:
+            children = v.values()
+        elif type(v) is list:
+            children = v
+        else:
+            continue
+        if d > max_depth:
+            return True
+        for c in children:
+            if type(c) is dict or type(c) is list:
+                todo.append((c, d + 1))
+    return False
+
+
+class _LineDecoder:
+    """``json.loads`` of a line with the depth check of :func:`json_depth_over` and the same
+    results, without its pass over every line: the line is parsed first, and its depth read from
+    the parsed value; only a line that does not parse, or has an object with a repeated key, is
+    scanned. One per stream (it keeps a flag between calls: not shared by threads)."""
+
+    def __init__(self, max_depth: int):
+        self.max_depth = max_depth
+        self.repeated = False
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._object)
+
+    def _object(self, pairs: list) -> dict:
+        d = dict(pairs)  # what the default decoder builds: the last value of a repeated key, in first place
+        if len(d) != len(pairs):
+            self.repeated = True
+        return d
+
+    def too_deep(self, line: str) -> bool:
+        return json_depth_over(line, self.max_depth) is not None
+
+    def loads(self, line: str) -> tuple[bool, object]:
+        """(nested too deep, the value); the parse errors of ``json.loads`` (raised only when the
+        line is not too deep, which is reported first)."""
+        self.repeated = False
+        try:
+            if line.startswith("\ufeff"):  # as json.loads says it
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", line, 0)
+            obj = self.decoder.decode(line)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            if self.too_deep(line):
+                return True, None
+            raise
+        if self.repeated:
+            return self.too_deep(line), obj
+        return _nested_over(obj, self.max_depth), obj
 
 
 @dataclass(frozen=True)
@@ -361,6 +421,7 @@ def iter_json_stream(f: BinaryIO, name: str | Path, limits: ReadLimits | None = 
     path = name
     lim = read_limits(limits)
     rows = 0
+    decoder = _LineDecoder(lim.max_depth)
     for lineno, raw, problem in iter_stream_lines(f, lim):
         line = raw.strip()
         if not line and problem is None:
@@ -372,12 +433,8 @@ def iter_json_stream(f: BinaryIO, name: str | Path, limits: ReadLimits | None = 
         if problem is not None:
             yield lineno, None, problem, raw
             continue
-        depth = json_depth_over(line, lim.max_depth)
-        if depth is not None:
-            yield lineno, None, (f"JSON nested deeper than {lim.max_depth} levels ({lim.env_name('max_depth')})"), raw
-            continue
         try:
-            obj = json.loads(line)
+            deep, obj = decoder.loads(line)
         except json.JSONDecodeError as err:
             yield lineno, None, f"not valid JSON: {err.msg} at column {err.colno}", raw
             continue
@@ -386,6 +443,9 @@ def iter_json_stream(f: BinaryIO, name: str | Path, limits: ReadLimits | None = 
             continue
         except ValueError as err:  # an integer of more than 4300 digits
             yield lineno, None, f"not readable JSON: {err}", raw
+            continue
+        if deep:
+            yield lineno, None, (f"JSON nested deeper than {lim.max_depth} levels ({lim.env_name('max_depth')})"), raw
             continue
         if not isinstance(obj, dict):
             yield lineno, None, f"expected a JSON object, got {type(obj).__name__}", raw

@@ -384,19 +384,20 @@ def test_kill_9_mid_file_resumes_at_that_file_without_opening_finished_ones(tmp_
     write_jsonl(corpus / "part-1.jsonl",
                 [*docs(150, 1000, prefix="file1"), "{broken", *docs(150, 1150, prefix="file1")])
 
-    def write_cfg(root: str) -> Path:
+    def write_cfg(root: str, workers: int | None = None) -> Path:
         path = tmp_path / f"{root}.yaml"
         path.write_text(yaml.safe_dump({
             "name": "k", "data_root": str(tmp_path / root), "shard_rows": 50, "textbooks": {"enabled": False},
             "cot": {"enabled": False}, "heuristics": {"enabled": False}, "export": {"kinds": ["text"]},
+            "runner": {"workers": workers},
             "ingest": {"batch_rows": 40, "sources": {"corpus": {"path": str(corpus), "weight": 0.9}}}}))
         return path
 
-    # the uninterrupted run, for comparison
-    whole = _run_child(write_cfg("whole"))
+    # the uninterrupted run, for comparison (files read two at a time)
+    whole = _run_child(write_cfg("whole", 2))
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    killed_cfg = write_cfg("killed")
+    killed_cfg = write_cfg("killed", 1)  # one file at a time: the kill comes after files 0 and 1, before 3
     first = _run_child(killed_cfg, {KILL_ENV: "2:120"})
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     from dataforge.config import load_config
@@ -418,6 +419,7 @@ def test_kill_9_mid_file_resumes_at_that_file_without_opening_finished_ones(tmp_
         p.write_bytes(b" " * (st.st_size - 1) + b"\n")
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
 
+    write_cfg("killed", 2)  # the resume reads files 2 and 3 at once (the runner is not in the stage's hash)
     second = _run_child(killed_cfg)
     assert second.returncode == 0, second.stderr[-3000:]
     rec = run.load_record()
@@ -437,6 +439,115 @@ def test_kill_9_mid_file_resumes_at_that_file_without_opening_finished_ones(tmp_
         b = pq.read_table(whole_run.export_dir("default") / "text" / f"{split}.parquet").to_pylist()
         assert a == b
     assert not list(run.dir.rglob(".tmp-*"))
+
+
+def test_files_that_finish_out_of_order_are_each_kept_on_resume(tmp_path):
+    """Two workers: a large file 0 and small files 1..3, which finish (on the other worker) while
+    file 0 is read; a kill -9 in file 0 resumes reading file 0 alone."""
+    from dataforge.config import load_config
+    from dataforge.store import Run
+
+    corpus = tmp_path / "corpus"
+    write_jsonl(corpus / "part-0.jsonl", docs(2000, 0, prefix="big"))
+    for i in (1, 2, 3):
+        write_jsonl(corpus / f"part-{i}.jsonl", [*docs(30, 10000 * i, prefix=f"small{i}"), "not json"])
+
+    def write_cfg(root: str, workers: int) -> Path:
+        path = tmp_path / f"{root}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": "o", "data_root": str(tmp_path / root), "shard_rows": 200, "textbooks": {"enabled": False},
+            "cot": {"enabled": False}, "heuristics": {"enabled": False}, "dedup": {"enabled": False},
+            "export": {"kinds": ["text"]}, "runner": {"workers": workers},
+            "ingest": {"batch_rows": 50, "sources": {"corpus": {"path": str(corpus)}}}}))
+        return path
+
+    whole = _run_child(write_cfg("whole", 1))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed_cfg = write_cfg("killed", 2)
+    first = _run_child(killed_cfg, {KILL_ENV: "0:1000:1,2,3"})  # killed once files 1..3 are recorded
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    run = Run(load_config(killed_cfg).data_root, "r1")
+    assert sorted(f["index"] for f in load_progress(run)["files"]) == [1, 2, 3]
+    assert sorted(p.name for p in run.stage_dir("ingest").glob("part-00000-*.parquet")), "file 0's first shards"
+    for i in (1, 2, 3):  # spoiled, same size and modification time: re-reading them would show
+        p = corpus / f"part-{i}.jsonl"
+        st = p.stat()
+        p.write_bytes(b" " * (st.st_size - 1) + b"\n")
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    second = _run_child(killed_cfg)
+    assert second.returncode == 0, second.stderr[-3000:]
+    extra = run.load_record().stages["ingest"].extra
+    assert (extra["files_reused"], extra["files_read"], extra["attempt"]) == (3, 1, 2)
+    assert {f["index"]: f["attempt"] for f in load_progress(run)["files"]} == {0: 2, 1: 1, 2: 1, 3: 1}
+    whole_run = Run(load_config(tmp_path / "whole.yaml").data_root, "r1")
+    assert _rows(run) == _rows(whole_run)
+    assert [f["name"] for f in run.committed("ingest")["files"]] == \
+        [f["name"] for f in whole_run.committed("ingest")["files"]]
+    assert extra["sources"] == whole_run.load_record().stages["ingest"].extra["sources"]
+    assert sorted(p.name for p in (run.quarantine_dir() / "ingest").iterdir()) == \
+        ["00001-corpus.jsonl", "00002-corpus.jsonl", "00003-corpus.jsonl"]
+    assert not list(run.dir.rglob(".tmp-*"))
+
+
+def test_files_read_at_once_give_what_one_at_a_time_gives(tmp_path):
+    """Kept and rejected rows (ids, source_row, every column), shard names, quarantine files and
+    the stage's counts: the same with one worker as with two and three; a source with max_rows reads
+    its files in order whatever the workers."""
+    for i in range(5):
+        write_jsonl(tmp_path / "a" / f"a{i}.jsonl", [*docs(40 + 17 * i, 100 * i, prefix=f"a{i}"), "not json",
+                                                     {"text": "  "}, {"text": 3}, *docs(5, 900 + i)])
+    for i in range(3):
+        write_jsonl(tmp_path / "b" / f"b{i}.jsonl", docs(30, 1000 + 100 * i, prefix=f"b{i}"))
+    sources = {"a": "a/*.jsonl", "capped": {"path": "b/*.jsonl", "max_rows": 45},
+               "w": {"path": "a/a[0-2].jsonl", "weight": 0.5}}
+    got = {n: ingest(tmp_path, sources, root=f"data{n}", runner={"workers": n}, shard_rows=16,
+                     ingest={"batch_rows": 7}) for n in (1, 2, 3)}
+    one = got[1]
+
+    def same(extra: dict) -> dict:  # the data roots differ
+        return {k: v for k, v in extra.items() if k != "quarantine_dir"}
+
+    for other in (got[2], got[3]):
+        assert [r["id"] for r in one.kept] == [r["id"] for r in other.kept]
+        assert one.kept == other.kept and one.rejected == other.rejected and one.quarantined == other.quarantined
+        assert [r["source_row"] for r in one.kept] == [r["source_row"] for r in other.kept]
+        assert one.run.committed("ingest")["files"] == other.run.committed("ingest")["files"]
+        assert one.run.committed_rejected("ingest")["files"] == other.run.committed_rejected("ingest")["files"]
+        assert sorted(p.name for p in (other.run.quarantine_dir() / "ingest").iterdir()) == \
+            sorted(p.name for p in (one.run.quarantine_dir() / "ingest").iterdir())
+        assert same(one.result.extra) == same(other.result.extra) and one.result.rows_kept == other.result.rows_kept
+    capped = [r["text"] for r in got[2].kept if r["source_name"] == "capped"]
+    assert capped == [d["text"] for d in [*docs(30, 1000, prefix="b0"), *docs(15, 1100, prefix="b1")]]
+    assert got[2].result.extra["sources"]["capped"]["files_not_read"] == 1
+
+
+def test_a_file_that_fails_fails_the_run_and_the_files_read_beside_it_leave_no_partial_shard(tmp_path, monkeypatch):
+    from dataforge.stages import ingest as stage
+    from dataforge.store import MANIFEST
+
+    for i in range(4):
+        write_jsonl(tmp_path / "in" / f"f{i}.jsonl", docs(400, 1000 * i))
+    real = stage.ingest_file
+
+    def failing(run, io, cfg, src, sf, *args, **kwargs):
+        if sf.index == 1:
+            raise RuntimeError("boom: file 1 cannot be written")
+        return real(run, io, cfg, src, sf, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "ingest_file", failing)
+    monkeypatch.setattr(stage, "POOL", "thread")  # the patched function runs in this process
+    cfg = config(tmp_path, {"in": "in"}, runner={"workers": 2}, shard_rows=10, ingest={"batch_rows": 5})
+    run = open_run(cfg, "r1")
+    with pytest.raises(RuntimeError, match=r"^boom: file 1 cannot be written$"):
+        get_stage("ingest").run(run, cfg)
+    assert not (run.stage_dir("ingest") / MANIFEST).exists()
+    assert not list(run.dir.rglob(".tmp-*"))  # file 0, stopped at its next batch, removed its open shard
+    recorded = load_progress(run)["files"]
+    assert all(f["index"] != 1 for f in recorded)
+    monkeypatch.setattr(stage, "ingest_file", real)
+    again = get_stage("ingest").run(run, cfg)
+    assert again.extra["files_reused"] == len(recorded) and len(run.read("ingest")) == 1600
 
 
 @pytest.mark.parametrize("where", ["local", "object store"])
@@ -474,7 +585,9 @@ def test_a_resume_keeps_finished_files_and_removes_what_the_crashed_file_left(tm
         return {Path(i.path).name for i in fs.get_file_info(pafs.FileSelector(str(folder)))}
 
     # the crash: the kept manifest is not written, the third file's line is torn, its shards stay
-    lines = read_text(stage / "_progress.jsonl", fs).splitlines()
+    lines = read_text(stage / "_progress.jsonl", fs).splitlines()  # files are recorded as they finish, in any order
+    third = next(i for i, line in enumerate(lines) if '"index": 2,' in line)
+    lines.append(lines.pop(third))
     write_text(stage / "_progress.jsonl", "\n".join(lines[:4]) + "\n" + lines[4][:40], fs)
     if fs is None:
         (stage / MANIFEST).unlink()
@@ -482,7 +595,7 @@ def test_a_resume_keeps_finished_files_and_removes_what_the_crashed_file_left(tm
         fs.delete_file(str(stage / MANIFEST))
     put(stage / "part-00002-00009.parquet", b"half a shard")
     put(stage / ".tmp-part-00002-00010.parquet", b"")
-    assert load_progress(run)["files"][-1]["index"] == 1
+    assert sorted(f["index"] for f in load_progress(run)["files"]) == [0, 1]
 
     again = get_stage("ingest").run(run, cfg)
     assert (again.extra["files_reused"], again.extra["files_read"], again.extra["attempt"]) == (2, 1, 2)

@@ -6,19 +6,31 @@ sample of its source's kind with its provenance (``source_name``, ``source_file`
 A generation stage that asks no teacher: the curation stages read its shards as they read
 generated ones, so a config whose only data is ``ingest.sources`` is a curation pipeline.
 
+**Several files at once.** Up to ``runner.workers`` files (the threads runner's count: by default
+the CPUs, at least 2) are read at the same time, each into its own shards and quarantine file, so
+the output does not depend on how many: in a pool of processes started by ``spawn`` (never fork:
+the process runs Prefect's threads) when the run and the files are on local disk, else of threads
+(:data:`POOL`). The files of a source with ``max_rows`` are read one after another, in order
+(each file's cap counts the rows the earlier ones kept); other files in any order. An error in one
+file is the stage's error, as when one file is read at a time: the files being read beside it
+stop at their next batch (their open shard, under a temporary name, removed).
+
 **Per-file resume.** Each input file writes its own shards (``part-<file index>-<n>.parquet``)
 and, once the file is finished, its line in ``<run>/ingest/_progress.jsonl`` (appended and
-fsynced; the record is rewritten atomically when an attempt starts, and a line torn by a crash
-is not trusted): the file's identity (source, path, size, modification time), the shards it
-wrote, its counts and the attempt that read it. A killed ingest that runs again with the same settings
-keeps the files of the longest prefix of the current file list that the progress file records,
-removes whatever else the stage folders hold (the file it was in when it died), and goes on from
-there: finished files are not opened again. The kept manifest, written after the last file, is
-the stage's commit, as for every stage.
+fsynced, in the order files finish; the record is rewritten atomically when an attempt starts,
+and a line torn by a crash is not trusted): the file's identity (source, path, size,
+modification time), the shards it wrote, its counts and the attempt that read it. A killed
+ingest that runs again with the same settings keeps every recorded file whose index and identity
+match the current file list, whatever the order they finished in (for a source with
+``max_rows``, only those before its first unrecorded file), removes whatever else the stage
+folders hold (what the files being read when it died had written), and reads only the other
+files: finished files are not opened again. The kept manifest, written after the last file,
+lists the shards in file order and is the stage's commit, as for every stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +38,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +61,15 @@ log = logging.getLogger("dataforge.ingest")
 PROGRESS = "_progress.jsonl"
 KILL_ENV = "DATAFORGE_INGEST_KILL_AT"
 """Test hook: ``<file index>:<records>`` makes the process SIGKILL itself once it has read that
-many records of that file and written them (tests/test_ingest.py's kill -9 test)."""
+many records of that file and written them (tests/test_ingest.py's kill -9 tests);
+``<file index>:<records>:<i>,<j>,...`` waits first (up to a minute) until the progress record
+lists files i, j, ... (read at the same time, on other workers)."""
 BATCH_BYTES = 32 << 20  # text held before a batch is written, whatever ``batch_rows`` says
 QUARANTINE_FLUSH = 1000
+POOL = "process"
+"""How files are read at once (``runner.workers`` of them; measured on 4 corpus files, see
+docs/stages/ingest.md): ``process``, a pool of spawned processes, when the run and its files are on local
+disk (else threads); ``thread``, a thread pool always."""
 
 
 class IngestConfig(StageConfig):
@@ -181,7 +199,10 @@ class _ProgressLog:
     whole record is put again each time."""
 
     def __init__(self, run: "Run", prog: dict):
+        import threading
+
         self.run, self.prog = run, prog
+        self._lock = threading.Lock()  # files finish in any order, on any thread
         self._rewrite()
 
     def _lines(self) -> list[str]:
@@ -195,14 +216,15 @@ class _ProgressLog:
         write_text(progress_path(self.run), "\n".join(self._lines()) + "\n", self.run.filesystem)
 
     def add_file(self, entry: dict) -> None:
-        self.prog["files"].append(entry)
-        if self.run.filesystem is not None:
-            self._rewrite()
-            return
-        with open(progress_path(self.run), "a", encoding="utf-8") as f:
-            f.write(json.dumps({"file": entry}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with self._lock:
+            self.prog["files"].append(entry)
+            if self.run.filesystem is not None:
+                self._rewrite()
+                return
+            with open(progress_path(self.run), "a", encoding="utf-8") as f:
+                f.write(json.dumps({"file": entry}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def _quarantine_dir(run: "Run") -> Path:
@@ -227,7 +249,7 @@ def _delete(run: "Run", path: Path) -> None:
 
 def _remove_unlisted(run: "Run", prog: dict) -> int:
     """Delete from the stage's folders every file the progress record does not list (what the
-    file being read at a crash had written); returns how many."""
+    files being read at a crash had written, shards and temporary files); returns how many."""
     keep = {
         run.stage_dir("ingest"): {PROGRESS, *(e["name"] for f in prog["files"] for e in f["kept_files"])},
         run.rejected_dir("ingest"): {e["name"] for f in prog["files"] for e in f["rejected_files"]},
@@ -345,12 +367,22 @@ def _table(cols: dict[str, list], schema: "pa.Schema", constants: dict[str, Any]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _kill_at() -> tuple[int, int] | None:
+def _kill_at() -> tuple[int, int, set[int]] | None:
     text = os.environ.get(KILL_ENV, "").strip()
     if not text:
         return None
-    index, _, records = text.partition(":")
-    return int(index), int(records or 0)
+    index, records, after = (text.split(":") + ["", ""])[:3]
+    return int(index), int(records or 0), {int(i) for i in after.split(",") if i.strip()}
+
+
+def _await_recorded(run: "Run", indexes: set[int]) -> None:
+    """The kill hook's wait: until the progress record lists ``indexes`` (at most a minute)."""
+    deadline = time.monotonic() + 60
+    while indexes and time.monotonic() < deadline:
+        prog = load_progress(run)
+        if prog is not None and indexes <= {f["index"] for f in prog["files"]}:
+            return
+        time.sleep(0.05)
 
 
 def _raw_of(rec: Any) -> str:
@@ -361,10 +393,29 @@ def _raw_of(rec: Any) -> str:
     return json.dumps(rec.obj, ensure_ascii=False, default=str)
 
 
-def ingest_file(run: "Run", io: "StageIO", cfg: "PipelineConfig", src: SourceConfig, sf: "SourceFile",
-                kept_before: int, attempt: int, limits: "ReadLimits") -> dict:
+def _writers(run: "Run", cfg: "PipelineConfig", index: int, schema: "pa.Schema") -> tuple[Any, Any]:
+    """What ``StageIO.writers`` gives, without importing :mod:`dataforge.runner` (a worker
+    process's start-up: the runner package imports every stage's machinery)."""
+    from dataforge.records import DROP_FIELDS
+
+    rejected = schema
+    for f in DROP_FIELDS:
+        if f.name not in rejected.names:
+            rejected = rejected.append(f)
+    prefix = f"part-{index:05d}"
+    return (run.shard_writer(run.stage_dir("ingest"), prefix=prefix, max_rows=cfg.shard_rows, schema=schema),
+            run.shard_writer(run.rejected_dir("ingest"), prefix=prefix, max_rows=cfg.shard_rows, schema=rejected))
+
+
+def ingest_file(run: "Run", io: "StageIO | None", cfg: "PipelineConfig", src: SourceConfig, sf: "SourceFile",
+                kept_before: int, attempt: int, limits: "ReadLimits", *, stop: Callable[[], bool] | None = None,
+                warn: Callable[[str], None] | None = None, kill_pid: int | None = None) -> dict:
     """Read one input file into its shards (kept and rejected) and its quarantine file; returns
-    its progress entry. ``kept_before``: rows the source kept in earlier files (``max_rows``)."""
+    its progress entry. ``kept_before``: rows the source kept in earlier files (``max_rows``).
+    ``stop``: asked after each batch; true, the file is abandoned (:class:`Stopped`, its temporary
+    files removed: another file failed). ``warn``: where its warnings go (default: the log).
+    ``kill_pid``: the process the test hook (``KILL_ENV``) kills (default: this one). ``io``: the
+    stage's writers (None: the same writers, made here; a worker process)."""
     from dataforge.records import with_drop
     from dataforge.sources import READ_ERRORS, RecordMapper, Unusable, iter_source_records, kept_by_weight, sample_id
     from dataforge.tabular import Quarantined
@@ -373,7 +424,7 @@ def ingest_file(run: "Run", io: "StageIO", cfg: "PipelineConfig", src: SourceCon
     schema = ingest_schema()
     constants = {"kind": src.kind, "run_id": run.run_id, "created_at": sf.modified(), "source_name": src.name,
                  "source_file": sf.uri}
-    kept_w, rej_w = io.writers(sf.index, schema)
+    kept_w, rej_w = io.writers(sf.index, schema) if io is not None else _writers(run, cfg, sf.index, schema)
     quarantine = _QuarantineFile(run, sf)
     counts: Counter[str] = Counter()
     batch = _Batch()
@@ -382,6 +433,7 @@ def ingest_file(run: "Run", io: "StageIO", cfg: "PipelineConfig", src: SourceCon
     kill = _kill_at()
     last_row = 0
     mapper = RecordMapper(src)
+    say = warn if warn is not None else (lambda msg: log.warning("%s", msg))
 
     def write() -> None:
         nonlocal batch
@@ -392,7 +444,11 @@ def ingest_file(run: "Run", io: "StageIO", cfg: "PipelineConfig", src: SourceCon
         quarantine.flush()
         batch = _Batch()
         if kill and kill[0] == sf.index and counts["records"] >= kill[1]:
+            _await_recorded(run, kill[2])
+            os.kill(kill_pid or os.getpid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
+        if stop is not None and stop():
+            raise Stopped(sf.uri)
 
     def records() -> Iterator[Any]:
         nonlocal stopped
@@ -401,7 +457,7 @@ def ingest_file(run: "Run", io: "StageIO", cfg: "PipelineConfig", src: SourceCon
         except READ_ERRORS as err:  # the file cannot be read on (or at all): quarantined from here
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             why = f"the file cannot be read after row {last_row}: {first}; the rest of it is not read"
-            log.warning("%s: %s", sf.uri, why)
+            say(f"{sf.uri}: {why}")
             quarantine.add(Quarantined(sf.uri, last_row + 1, why, ""))
             counts["quarantined"] += 1
             stopped = "unreadable"
@@ -436,13 +492,15 @@ def ingest_file(run: "Run", io: "StageIO", cfg: "PipelineConfig", src: SourceCon
         write()
         kept_files, rej_files = kept_w.close(), rej_w.close()
         qname = quarantine.close()
-    except BaseException:
+    except BaseException as err:
         quarantine.discard()
+        for w in (kept_w, rej_w):  # a shard being written is removed (its temporary name), never left half
+            w.__exit__(type(err), err, None)
         raise
     if counts["quarantined"]:
         top = ", ".join(f"{r} ({n})" for r, n in quarantine.reasons.most_common(3))
-        log.warning("%s: %d record%s quarantined (%s)", sf.uri, counts["quarantined"],
-                    "s" if counts["quarantined"] != 1 else "", top)
+        say(f"{sf.uri}: {counts['quarantined']} record{'s' if counts['quarantined'] != 1 else ''} quarantined "
+            f"({top})")
     return {"index": sf.index, "identity": sf.identity(), "format": sf.format, "attempt": attempt,
             "records": counts["records"], "kept": counts["kept"], "empty": counts["empty"],
             "sampled_out": counts["sampled_out"], "quarantined": counts["quarantined"], "stopped": stopped,
@@ -468,9 +526,208 @@ def _summary(prog: dict, names: list[str]) -> dict:
                                              "quarantined")}, "capped": n in capped} for n, c in per.items()}
 
 
+def _resumable(prog: dict | None, settings: str, files: list["SourceFile"], section: IngestConfig) -> list[dict]:
+    """The recorded files a new attempt keeps, in file order: every one whose index and identity
+    match the current file list (they may have finished in any order), except that a source with
+    ``max_rows`` keeps only the prefix of its files recorded without a gap (a later file's cap
+    counted the rows of the earlier ones)."""
+    if prog is None or prog.get("settings") != settings:
+        return []
+    by_index: dict[int, dict] = {}
+    for entry in prog["files"]:
+        i = entry.get("index")
+        if isinstance(i, int) and 0 <= i < len(files) and i not in by_index \
+                and entry.get("identity") == files[i].identity():
+            by_index[i] = entry
+    gap: set[str] = set()
+    for sf in files:
+        if section.sources[sf.source].max_rows is None:
+            continue
+        if sf.index not in by_index:
+            gap.add(sf.source)
+        elif sf.source in gap:
+            del by_index[sf.index]
+    return [by_index[i] for i in sorted(by_index)]
+
+
+class Stopped(Exception):
+    """A file abandoned because the attempt is stopping (another file failed); never recorded."""
+
+
+# --- reading several files at once ---------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}  # in a worker process: the attempt's stop event and the parent's pid
+
+
+def _init_worker(stop: Any, parent: int) -> None:
+    _WORKER.update(stop=stop, parent=parent)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel SIGKILLs this worker when the process that started it dies (kill -9
+    too), so no orphan writes on, or holds its parent's pipes open, after it; elsewhere the
+    per-batch check of :func:`_worker_stop` is what stops it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the call
+        os._exit(1)
+
+
+def _worker_stop() -> bool:
+    """In a worker process: stop when the attempt stops, or when the process that started the
+    pool is gone (the orphan must not write on while a new attempt cleans up)."""
+    return _WORKER["stop"].is_set() or os.getppid() != _WORKER["parent"]
+
+
+def _read_in_worker(run: "Run", cfg: "PipelineConfig", sf: "SourceFile", kept_before: int,
+                    attempt: int, limits: "ReadLimits") -> tuple[dict, list[str]]:
+    """:func:`ingest_file` in a worker process: its entry and its warnings (logged by the parent)."""
+    warnings: list[str] = []
+    entry = ingest_file(run, None, cfg, cfg.ingest.sources[sf.source], sf, kept_before, attempt, limits,
+                        stop=_worker_stop, warn=warnings.append, kill_pid=_WORKER["parent"])
+    return entry, warnings
+
+
+def _pool_kind(run: "Run", files: list["SourceFile"]) -> str:
+    """``process`` (a pool of processes started by ``spawn``: never fork, the process runs Prefect's
+    threads; a spawned worker's parent is this process, which it dies with) when the run and the
+    files are on local disk; ``thread`` otherwise (a filesystem object such as fsspec's memory
+    filesystem is not the same in another process)."""
+    import multiprocessing
+
+    import pyarrow.fs as pafs
+
+    if POOL != "process" or run.filesystem is not None or multiprocessing.current_process().daemon:
+        return "thread"  # (a daemonic process, such as a Dask worker's, may not start processes)
+    return "process" if all(isinstance(sf.fs, pafs.LocalFileSystem) for sf in files) else "thread"
+
+
+class _Reader:
+    """Reads the attempt's files, up to ``workers`` at once, and records each in the progress log
+    as it finishes. A source with ``max_rows`` is a chain read in file order, one file at a time
+    (each file's cap counts the rows the earlier ones kept); every other file is a chain of its own."""
+
+    def __init__(self, run: "Run", io: "StageIO", cfg: "PipelineConfig", progress: "_ProgressLog", attempt: int,
+                 limits: "ReadLimits", kept_by_source: Counter):
+        self.run, self.io, self.cfg, self.progress = run, io, cfg, progress
+        self.attempt, self.limits, self.kept_by_source = attempt, limits, kept_by_source
+        self.opened = 0
+
+    def chains(self, pending: list["SourceFile"]) -> list[list["SourceFile"]]:
+        out: list[list[SourceFile]] = []
+        capped: dict[str, list[SourceFile]] = {}
+        for sf in pending:
+            if self.cfg.ingest.sources[sf.source].max_rows is None:
+                out.append([sf])
+            elif sf.source in capped:
+                capped[sf.source].append(sf)
+            else:
+                capped[sf.source] = [sf]
+                out.append(capped[sf.source])
+        return out
+
+    def _next(self, chain: list["SourceFile"]) -> tuple["SourceFile", int] | None:
+        """The chain's next file to read and the source's rows kept before it; the files after a
+        source's cap are recorded as skipped, not read."""
+        while chain:
+            sf = chain.pop(0)
+            src = self.cfg.ingest.sources[sf.source]
+            if src.max_rows is not None and self.kept_by_source[sf.source] >= src.max_rows:
+                self.progress.add_file({"index": sf.index, "identity": sf.identity(), "format": sf.format,
+                                        "attempt": self.attempt, "skipped": "max_rows", "kept_files": [],
+                                        "rejected_files": [], "quarantine_file": None})
+                continue
+            self.opened += 1
+            return sf, self.kept_by_source[sf.source]
+        return None
+
+    def _done(self, entry: dict) -> None:
+        self.kept_by_source[entry["identity"]["source"]] += entry["kept"]
+        self.progress.add_file(entry)
+
+    def read(self, pending: list["SourceFile"]) -> None:
+        chains = self.chains(pending)
+        workers = min(self.cfg.runner.thread_workers(), len(chains))
+        if workers <= 1:  # one file at a time, in file order, in this process
+            for chain in chains:
+                while (job := self._next(chain)) is not None:
+                    sf, before = job
+                    self._done(ingest_file(self.run, self.io, self.cfg, self.cfg.ingest.sources[sf.source], sf,
+                                           before, self.attempt, self.limits))
+            return
+        self._pooled(chains, workers, _pool_kind(self.run, pending))
+
+    def _pooled(self, chains: list[list["SourceFile"]], workers: int, kind: str) -> None:
+        import threading
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+
+        if kind == "process":
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            stop: Any = ctx.Event()
+            pool: Any = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                            initargs=(stop, os.getpid()))
+        else:
+            stop = threading.Event()
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="dataforge-ingest")
+        log.info("ingest reads %d files, up to %d at a time (%s pool)", sum(len(c) for c in chains), workers, kind)
+        queue = list(chains)
+        running: dict[Future, tuple[SourceFile, list[SourceFile]]] = {}
+
+        def start(chain: list["SourceFile"]) -> None:
+            job = self._next(chain)
+            if job is None:
+                return
+            sf, before = job
+            if kind == "process":
+                fut = pool.submit(_read_in_worker, self.run, self.cfg, sf, before, self.attempt, self.limits)
+            else:
+                fut = pool.submit(ingest_file, self.run, self.io, self.cfg, self.cfg.ingest.sources[sf.source], sf,
+                                  before, self.attempt, self.limits, stop=stop.is_set)
+            running[fut] = (sf, chain)
+
+        def finished(fut: Future) -> None:
+            result = fut.result()
+            entry, warnings = result if kind == "process" else (result, [])
+            for msg in warnings:
+                log.warning("%s", msg)
+            self._done(entry)
+
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    start(queue.pop(0))
+                if not running:
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: running[f][0].index):
+                    _, chain = running.pop(fut)
+                    finished(fut)
+                    if chain:
+                        queue.insert(0, chain)
+        except BaseException:
+            # the first error is the attempt's: the other files stop at their next batch (their
+            # temporary shards removed), those that finish meanwhile are still recorded
+            stop.set()
+            for fut in sorted(running, key=lambda f: running[f][0].index):
+                with contextlib.suppress(Exception):  # the first error is the one raised
+                    if fut.exception() is None:  # waits for the file: it stops at its next batch
+                        finished(fut)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_ingest(run: "Run", cfg: "PipelineConfig") -> "StageResult":
-    """The stage's runner: every source file in order, resuming after the files a killed attempt
-    finished (see the module docstring); commits the kept shards of every file."""
+    """The stage's runner: every source file, up to ``runner`` thread-workers' count at a time,
+    resuming with the files a killed attempt did not finish (see the module docstring); commits
+    the kept shards of every file, in file order."""
     from dataforge.runner.generation import generation_io
     from dataforge.runner.io import StageResult
     from dataforge.sources import resolve_sources
@@ -485,43 +742,32 @@ def run_ingest(run: "Run", cfg: "PipelineConfig") -> "StageResult":
         return io.previous_result()
     settings = cfg.stage_hash(*io_sections(), extra={"seed": identity["seed"]})
     prog = load_progress(run)
-    reuse = 0
-    if prog is not None and prog.get("settings") == settings:
-        for entry, sf in zip(prog["files"], files):
-            if entry.get("index") != sf.index or entry.get("identity") != sf.identity():
-                break
-            reuse += 1
+    kept_entries = _resumable(prog, settings, files, section)
+    reuse = len(kept_entries)
     if reuse == 0:
         io.begin()
         clear_directory(_quarantine_dir(run), run.filesystem)
         prog = {"settings": settings, "attempts": [], "files": []}
     else:
-        prog["files"] = prog["files"][:reuse]
+        assert prog is not None
+        prog["files"] = kept_entries
         removed = _remove_unlisted(run, prog)
-        log.info("ingest resumes at file %d of %d (%d finished files kept, %d partial files removed)", reuse + 1,
-                 len(files), reuse, removed)
+        log.info("ingest resumes: %d of %d files finished and kept, %d partial files removed, %d to read", reuse,
+                 len(files), removed, len(files) - reuse)
     attempt = len(prog["attempts"]) + 1
     prog["attempts"].append({"attempt": attempt, "started_at": _now(), "files_done": reuse})
     progress = _ProgressLog(run, prog)
-    limits = stream_limits()
     kept_by_source: Counter[str] = Counter()
     for f in prog["files"]:
         kept_by_source[f["identity"]["source"]] += f.get("kept", 0)
-    opened = 0
-    for sf in files[reuse:]:
-        src = section.sources[sf.source]
-        if src.max_rows is not None and kept_by_source[sf.source] >= src.max_rows:
-            entry = {"index": sf.index, "identity": sf.identity(), "format": sf.format, "attempt": attempt,
-                     "skipped": "max_rows", "kept_files": [], "rejected_files": [], "quarantine_file": None}
-        else:
-            opened += 1
-            entry = ingest_file(run, io, cfg, src, sf, kept_by_source[sf.source], attempt, limits)
-            kept_by_source[sf.source] += entry["kept"]
-        progress.add_file(entry)
-    kept = [FileEntry(**e) for f in prog["files"] for e in f["kept_files"]]
-    rejected = [FileEntry(**e) for f in prog["files"] for e in f["rejected_files"]]
+    recorded = {f["index"] for f in prog["files"]}
+    reader = _Reader(run, io, cfg, progress, attempt, stream_limits(), kept_by_source)
+    reader.read([sf for sf in files if sf.index not in recorded])
+    entries = sorted(prog["files"], key=lambda f: f["index"])  # file order, whatever order they finished in
+    kept = [FileEntry(**e) for f in entries for e in f["kept_files"]]
+    rejected = [FileEntry(**e) for f in entries for e in f["rejected_files"]]
     sources = _summary(prog, list(section.sources))
-    extra = {"sources": sources, "input_files": len(files), "files_reused": reuse, "files_read": opened,
+    extra = {"sources": sources, "input_files": len(files), "files_reused": reuse, "files_read": reader.opened,
              "attempt": attempt, "quarantined": sum(s["quarantined"] for s in sources.values()),
              "sampled_out": sum(s["sampled_out"] for s in sources.values()),
              "quarantine_dir": str(_quarantine_dir(run)) if any(f.get("quarantine_file") for f in prog["files"])
