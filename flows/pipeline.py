@@ -150,13 +150,25 @@ def _run_dedup(run: Run, cfg: PipelineConfig) -> runner.StageResult:
         return _retrying(whole_task, cfg).submit(run, cfg, "dedup").result()
     t0 = time.perf_counter()
     runner.dedup_begin(run, cfg)
+    phases: dict[str, float] = {}
+
+    def phase(name: str, futures: list) -> None:  # each phase's wall time, for run.json
+        for f in futures:
+            f.wait()
+        phases[name] = round(time.perf_counter() - t0 - sum(phases.values()), 3)
+
     parts = _submit_bounded(_retrying(dedup_sign_task, cfg), [(run, cfg, i, p) for i, p in enumerate(paths)], cfg)
+    phase("sign", parts)
     plan = _retrying(dedup_plan_task, cfg).submit(run, cfg, paths, parts)
+    phase("plan", [plan])
     bands = runner.dedup_bands(cfg)
     per_band = _submit_bounded(_retrying(dedup_band_task, cfg), [(plan, b) for b in range(bands)], cfg)
-    result = _retrying(dedup_finish_task, cfg).submit(run, cfg, paths, plan, per_band, parts).result()
+    phase("bands", per_band)
+    finish = _retrying(dedup_finish_task, cfg).submit(run, cfg, paths, plan, per_band, parts)
+    phase("finish", [finish])
+    result = finish.result()
     result.seconds = time.perf_counter() - t0
-    result.extra = {**(result.extra or {}), "tasks": {"sign": len(parts), "bands": bands}}
+    result.extra = {**(result.extra or {}), "tasks": {"sign": len(parts), "bands": bands}, "phase_seconds": phases}
     return result
 
 

@@ -114,6 +114,7 @@ def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Ded
     io = dedup_io(run, cfg)
     ws = Workspace(plan.folder, cfg.dedup)
     decisions = ws.decide(plan.plan, [Path(p) for p in per_band])
+    decide_seconds = time.perf_counter() - t0
     by_shard = {s.shard: s for s in parts}
     schema = (pa.unify_schemas([run.file_schema(p) for p in paths], promote_options="permissive") if paths
               else input_schema(io))
@@ -140,7 +141,7 @@ def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Ded
     io.commit(kept_entries, rej_entries, kept_schema)
     ws.remove()
     return StageResult("dedup", rows_in=rows_in, rows_kept=rows_kept, rows_dropped=rows_dropped,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, extra={"decide_seconds": round(decide_seconds, 3)})
 
 
 def finish_threads(cfg: PipelineConfig) -> int:
