@@ -123,8 +123,9 @@ def dedup_finish(run: Run, cfg: PipelineConfig, paths: Sequence[Path], plan: Ded
     def write(i: int, p: Path) -> tuple[list, list, pa.Schema, int, int, int]:
         table = pa.concat_tables([schema.empty_table(), run.read_file(p)], promote_options="permissive")
         kept, rejected = ws.shard_tables(table, by_shard[i].offset, decisions, ids)
+        del table  # kept and rejected are copies: the shard as read is not held while they are written
         ke, re_ = io.write_shard(i, kept, rejected)
-        return ke, re_, kept.schema, table.num_rows, kept.num_rows, rejected.num_rows
+        return ke, re_, kept.schema, kept.num_rows + rejected.num_rows, kept.num_rows, rejected.num_rows
 
     # shards are read, split and written on finish_threads(cfg) threads (Parquet's reading,
     # compression and writing release the GIL); each holds one shard at a time
