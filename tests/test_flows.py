@@ -243,16 +243,9 @@ def test_prefect_yaml_errors_name_the_entry(tmp_path):
         read_deployment_specs(p)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_shard_tasks_run_at_most_workers_at_once(tmp_path, monkeypatch, workers):
-    """``runner.workers`` bounds how many shard tasks hold their shard at once (each holds its
-    whole shard, so this bounds a curation stage's memory); the rows are the same."""
-    import threading
-    import time
-
+def sixty_documents(tmp_path: Path, workers: int) -> Path:
+    """A config over 60 one-line documents in shards of 5 rows: ingest, heuristics, no dedup."""
     import yaml
-
-    from flows.pipeline import pipeline
 
     src = tmp_path / "docs.jsonl"
     src.write_text("".join(json.dumps({"text": f"Document {i} is a plain sentence about the number {i}. "
@@ -263,6 +256,19 @@ def test_shard_tasks_run_at_most_workers_at_once(tmp_path, monkeypatch, workers)
                                       "sources": {"docs": {"path": str(src)}},
                                       "heuristics": {"enabled": True, "apply_to": ["document"]},
                                       "dedup": {"enabled": False}, "runner": {"workers": workers}}))
+    return config
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shard_tasks_run_at_most_workers_at_once(tmp_path, monkeypatch, workers):
+    """``runner.workers`` bounds how many shard tasks hold their shard at once (each holds its
+    whole shard, so this bounds a curation stage's memory); the rows are the same."""
+    import threading
+    import time
+
+    from flows.pipeline import pipeline
+
+    config = sixty_documents(tmp_path, workers)
     running, most = 0, 0
     lock = threading.Lock()
     real = get_stage("heuristics").apply
@@ -294,19 +300,9 @@ def test_a_finished_shard_task_frees_its_slot_while_an_older_one_runs(tmp_path):
     import threading
     import time
 
-    import yaml
-
     from flows.pipeline import pipeline
 
-    src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"text": f"Document {i} is a plain sentence about the number {i}. "
-                                               "It has a second sentence too, with a few more words in it."}) + "\n"
-                           for i in range(60)))
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"name": "w", "data_root": str(tmp_path / "data"), "shard_rows": 5,
-                                      "sources": {"docs": {"path": str(src)}},
-                                      "heuristics": {"enabled": True, "apply_to": ["document"]},
-                                      "dedup": {"enabled": False}, "runner": {"workers": 2}}))
+    config = sixty_documents(tmp_path, 2)
     lock = threading.Lock()
     slow_running = threading.Event()
     done_meanwhile = 0
