@@ -454,21 +454,17 @@ def _place(slots, h, n, head, e):
     slots[slot, 1] = head
 
 
+_HI = np.uint64(0x8080808080808080)
+_LO7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+
+
 @numba.njit(cache=True, nogil=True)
 def _ascii(data, a, b):
     """Whether ``data[a:b]`` is ASCII (the buffer is padded past ``b``)."""
     acc = np.uint64(0)
-    i = a
-    while i + 8 <= b:
-        acc |= _load8(data, i)
-        i += 8
-    if i < b:
-        acc |= _load8(data, i) & ((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1))
-    return (acc & np.uint64(0x8080808080808080)) == 0
-
-
-_HI = np.uint64(0x8080808080808080)
-_LO7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+    for i in range(a, b, 8):
+        acc |= _head(data, i, b)
+    return (acc & _HI) == 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -495,18 +491,11 @@ def _ascii_word(data, a, b, strip, stop_keys, long_stop, long_len):
         return -1
     n = b - a
     letters = np.uint64(0)
-    i = a
-    while i < b:
-        w = _load8(data, i)
-        if b - i < 8:
-            w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
-        letters |= _in_range(w | np.uint64(0x2020202020202020), 97, 122)
-        i += 8
+    for i in range(a, b, 8):
+        letters |= _in_range(_head(data, i, b) | np.uint64(0x2020202020202020), 97, 122)
     stop = 0
     if n <= 8:
-        w = _load8(data, a)
-        if n < 8:
-            w &= (np.uint64(1) << np.uint64(8 * n)) - np.uint64(1)
+        w = _head(data, a, b)
         key = w | (_in_range(w, 65, 90) >> np.uint64(2))  # lower case
         for k in range(len(stop_keys)):
             stop |= key == stop_keys[k]
@@ -1641,8 +1630,8 @@ def bulk_metrics(texts: "Sequence[str | None] | pa.Array", cfg: HeuristicsConfig
         rows = np.flatnonzero(valid)
         rows_list = rows.tolist()
         column = texts.filter(pa.array(valid))
-        checked = column.to_pylist() if c4_cleans else []
         cleaned: list[str | None] | None = texts.to_pylist() if c4_cleans else None
+        checked = [cleaned[i] for i in rows_list] if cleaned is not None else []
     else:
         rows_list = [i for i, t in enumerate(texts) if t is not None]
         rows = np.array(rows_list, np.int64)
